@@ -1,0 +1,81 @@
+//! Every metric name in one place, with explicit histogram buckets. Labels are bounded:
+//! route and target names from the config, status codes and fixed reason kinds — never ids
+//! or IP addresses.
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::sync::OnceLock;
+
+pub const REQUESTS: &str = "hookgate_requests_total";
+pub const REQUEST_DURATION: &str = "hookgate_request_duration_seconds";
+pub const VERIFY_FAILURES: &str = "hookgate_verification_failures_total";
+pub const VERIFY_SHADOW_FAILURES: &str = "hookgate_verification_shadow_failures_total";
+pub const SECRET_MATCHES: &str = "hookgate_verification_secret_matches_total";
+pub const UPSTREAM_DURATION: &str = "hookgate_upstream_duration_seconds";
+pub const UPSTREAM_RESPONSES: &str = "hookgate_upstream_responses_total";
+pub const OPEN_CONNECTIONS: &str = "hookgate_open_connections";
+pub const TLS_HANDSHAKE_FAILURES: &str = "hookgate_tls_handshake_failures_total";
+
+/// Label value for requests that matched no route.
+pub const NO_ROUTE: &str = "_none";
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs the process-wide recorder once (several gateways in one test process share it)
+/// and returns the handle that renders `/metrics`.
+pub fn install() -> Option<PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+                .ok()?
+                .build_recorder();
+            let handle = recorder.handle();
+            metrics::set_global_recorder(recorder).ok()?;
+            describe();
+            Some(handle)
+        })
+        .clone()
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(REQUESTS, "Requests answered, by route and HTTP status.");
+    describe_histogram!(
+        REQUEST_DURATION,
+        Unit::Seconds,
+        "Time from request head to answer, by route."
+    );
+    describe_counter!(
+        VERIFY_FAILURES,
+        "Requests refused by signature verification, by route and reason."
+    );
+    describe_counter!(
+        VERIFY_SHADOW_FAILURES,
+        "Verification failures let through by shadow mode (enforce: false)."
+    );
+    describe_counter!(
+        SECRET_MATCHES,
+        "Verified requests by route and index of the secret that matched."
+    );
+    describe_histogram!(
+        UPSTREAM_DURATION,
+        Unit::Seconds,
+        "Time for a target to answer, by route and target."
+    );
+    describe_counter!(
+        UPSTREAM_RESPONSES,
+        "Target answers by route, target and outcome (2xx..5xx, error, timeout)."
+    );
+    describe_gauge!(
+        OPEN_CONNECTIONS,
+        "Client connections currently open on the public listeners."
+    );
+    describe_counter!(
+        TLS_HANDSHAKE_FAILURES,
+        "TLS handshakes that failed or timed out."
+    );
+}

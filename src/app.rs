@@ -1,0 +1,179 @@
+//! Wiring: builds the runtime from a validated config, binds every listener, and owns the
+//! drain. Tests start a real gateway through [`Gateway::start`] on port 0.
+
+use crate::admin::{self, Admin};
+use crate::config::Config;
+use crate::ingress::{ConnInfo, Ingress, Runtime};
+use crate::server::listener::{self, Settings};
+use crate::server::tls;
+use arc_swap::ArcSwap;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error("cannot watch certificate files: {0}")]
+    Watch(#[from] notify::Error),
+    #[error("cannot build a target client: {0}")]
+    Client(#[from] crate::deliver::client::ClientError),
+}
+
+pub struct Gateway {
+    /// The bound public addresses, in `server.listen` order (real ports when 0 was asked).
+    pub public_addrs: Vec<SocketAddr>,
+    pub admin_addr: SocketAddr,
+    pub ingress: Arc<Ingress>,
+    shutdown: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+    admin_task: JoinSet<()>,
+    grace: Duration,
+    _cert_watcher: Option<notify::RecommendedWatcher>,
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })
+}
+
+impl Gateway {
+    pub async fn start(config: Config) -> Result<Gateway, StartError> {
+        let server = config.server.clone();
+        let admin_cfg = config.admin.clone();
+
+        let (tls, watcher) = match &server.tls {
+            None => (None, None),
+            Some(t) => {
+                tls::ensure_dev_cert(&t.source)?;
+                let certs = Arc::new(ArcSwap::from_pointee(tls::load_source(&t.source)?));
+                let cfg = tls::server_config(certs.clone())?;
+                let watcher = tls::watch(t.source.clone(), certs)?;
+                (
+                    Some((tokio_rustls::TlsAcceptor::from(cfg), t.handshake_timeout)),
+                    Some(watcher),
+                )
+            }
+        };
+
+        let ingress = Arc::new(Ingress::new(Runtime::build(config)?));
+        let (shutdown, shutdown_rx) = watch::channel(false);
+
+        let mut listeners = Vec::new();
+        for addr in &server.listen {
+            listeners.push(bind(*addr).await?);
+        }
+        let admin_listener = bind(admin_cfg.listen).await?;
+        let admin_addr = admin_listener
+            .local_addr()
+            .map_err(|source| StartError::Bind {
+                addr: admin_cfg.listen,
+                source,
+            })?;
+
+        let connections = Arc::new(Semaphore::new(server.max_connections.max(1)));
+        let mut public_addrs = Vec::new();
+        let mut tasks = JoinSet::new();
+        for l in listeners {
+            public_addrs.push(l.local_addr().map_err(|source| StartError::Bind {
+                addr: server.listen[0],
+                source,
+            })?);
+            let settings = Settings {
+                header_timeout: server.header_timeout,
+                connections: connections.clone(),
+                tls: tls.clone(),
+                count_connections: true,
+            };
+            let ing = ingress.clone();
+            let handler = move |req, conn: ConnInfo| {
+                let ing = ing.clone();
+                async move { ing.handle(req, conn).await }
+            };
+            tasks.spawn(listener::serve(l, settings, handler, shutdown_rx.clone()));
+        }
+
+        // Idle per-IP rate-limit state is pruned once a minute.
+        let ing = ingress.clone();
+        let mut stop = shutdown_rx.clone();
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => ing.runtime.load().prune_limiters(),
+                    _ = stop.changed() => break,
+                }
+            }
+        });
+
+        let admin = Arc::new(Admin {
+            token: admin_cfg.token.clone(),
+            metrics: admin::metrics::install(),
+            ready: Default::default(),
+        });
+        let a = admin.clone();
+        let admin_handler = move |req, _conn: ConnInfo| {
+            let a = a.clone();
+            async move { a.handle(req).await }
+        };
+        let admin_settings = Settings {
+            header_timeout: Duration::from_secs(10),
+            connections: Arc::new(Semaphore::new(64)),
+            tls: None,
+            count_connections: false,
+        };
+        let mut admin_task = JoinSet::new();
+        // The admin listener outlives the public ones during a drain, so probes keep answering.
+        let (_admin_stop_tx, admin_stop) = watch::channel(false);
+        let admin_stop_keep = _admin_stop_tx;
+        admin_task.spawn(async move {
+            let _keep = admin_stop_keep;
+            listener::serve(admin_listener, admin_settings, admin_handler, admin_stop).await;
+        });
+        admin.ready.store(true, Ordering::Release);
+        tracing::info!(listen = ?public_addrs, admin = %admin_addr, tls = tls.is_some(), "hookgate is serving");
+
+        Ok(Gateway {
+            public_addrs,
+            admin_addr,
+            ingress,
+            shutdown,
+            tasks,
+            admin_task,
+            grace: server.shutdown_grace,
+            _cert_watcher: watcher,
+        })
+    }
+
+    /// Stops accepting; in-flight requests go on. Call [`Gateway::drain`] to wait for them.
+    pub fn begin_shutdown(&self) {
+        let _ = self.shutdown.send(true);
+    }
+
+    /// Waits for open connections to finish, at most `shutdown_grace`. Returns false when
+    /// the grace period ran out first.
+    pub async fn drain(mut self) -> bool {
+        self.begin_shutdown();
+        let grace = self.grace;
+        let all = async { while self.tasks.join_next().await.is_some() {} };
+        let finished = tokio::time::timeout(grace, all).await.is_ok();
+        if !finished {
+            tracing::warn!(grace = ?grace, "shutdown grace period over; closing remaining connections");
+        }
+        self.tasks.abort_all();
+        self.admin_task.abort_all();
+        finished
+    }
+}

@@ -1,0 +1,161 @@
+//! Configuration: `routes.yaml` → raw serde structs (unknown keys rejected) → validation that
+//! collects every problem with its `FILE:LINE:COL` → the runtime model. First stage of the
+//! data path: nothing runs on a config that did not pass all three.
+
+pub mod interp;
+pub mod model;
+pub mod raw;
+pub mod secret;
+pub mod units;
+pub mod validate;
+
+pub use model::*;
+pub use secret::Secret;
+
+use serde_saphyr::Location;
+use sha2::{Digest, Sha256};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+/// One problem in the config file, with its position (line 0 = the file as a whole).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub line: u64,
+    pub column: u64,
+    pub message: String,
+}
+
+impl Diagnostic {
+    pub fn at(loc: &Location, message: impl Into<String>) -> Self {
+        Diagnostic {
+            line: loc.line(),
+            column: loc.column(),
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct Diagnostics {
+    pub errors: Vec<Diagnostic>,
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// Why a config could not be loaded: every problem, each printable as `FILE:LINE:COL: message`.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub errors: Vec<Diagnostic>,
+}
+
+impl ConfigError {
+    /// One `FILE:LINE:COL: message` line per problem.
+    pub fn lines(&self) -> Vec<String> {
+        self.errors
+            .iter()
+            .map(|d| format_diag(&self.file, d))
+            .collect()
+    }
+}
+
+pub fn format_diag(file: &Path, d: &Diagnostic) -> String {
+    let line = d.line.max(1);
+    let col = d.column.max(1);
+    format!("{}:{line}:{col}: {}", file.display(), d.message)
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.lines().join("\n"))
+    }
+}
+
+/// A loaded config and the warnings met on the way (e.g. an unauthenticated route).
+pub struct Loaded {
+    pub config: Config,
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// Loads and validates `path`, resolving `${VAR}` from the process environment.
+pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+    let env = |name: &str| std::env::var(name).ok();
+    match std::fs::read(path) {
+        Ok(bytes) => load_bytes(path, &bytes, &env),
+        Err(e) => Err(ConfigError {
+            file: path.to_owned(),
+            errors: vec![Diagnostic {
+                line: 0,
+                column: 0,
+                message: format!("cannot read config file: {e}"),
+            }],
+        }),
+    }
+}
+
+pub fn load_bytes(
+    path: &Path,
+    bytes: &[u8],
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Loaded, ConfigError> {
+    let fail = |errors| ConfigError {
+        file: path.to_owned(),
+        errors,
+    };
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        fail(vec![Diagnostic {
+            line: 0,
+            column: 0,
+            message: format!("config file is not UTF-8: {e}"),
+        }])
+    })?;
+    let options = serde_saphyr::Options {
+        with_snippet: false,
+        ..Default::default()
+    };
+    let raw: raw::RawConfig = if text.trim().is_empty() {
+        raw::RawConfig::default()
+    } else {
+        serde_saphyr::from_str_with_options(text, options)
+            .map_err(|e| fail(vec![yaml_error(&e)]))?
+    };
+    let base_dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut ctx = validate::Ctx {
+        base_dir,
+        env,
+        diags: Diagnostics::default(),
+    };
+    let built = validate::build(&raw, &mut ctx);
+    match built {
+        Some((server, admin, storage, routes)) => Ok(Loaded {
+            config: Config {
+                path: path.to_owned(),
+                hash: hex::encode(Sha256::digest(bytes)),
+                loaded_at: SystemTime::now(),
+                server,
+                admin,
+                storage,
+                routes,
+            },
+            warnings: ctx.diags.warnings,
+        }),
+        None => {
+            let mut errors = ctx.diags.errors;
+            errors.sort_by_key(|d| (d.line, d.column));
+            Err(fail(errors))
+        }
+    }
+}
+
+fn yaml_error(e: &serde_saphyr::Error) -> Diagnostic {
+    let loc = e.location().unwrap_or(Location::UNKNOWN);
+    let mut msg = e.to_string();
+    // The library appends " at line N, column M"; we print the position in front instead.
+    if let Some(i) = msg.rfind(" at line ") {
+        msg.truncate(i);
+    }
+    Diagnostic::at(&loc, msg)
+}

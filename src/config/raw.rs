@@ -1,0 +1,301 @@
+//! Stage 1 of configuration: the YAML as written, with every scalar kept as text and its
+//! position, so validation (stage 2) can interpolate `${VAR}` and report `FILE:LINE:COL`.
+//! Unknown keys are rejected here: a typo must never silently disable a check.
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+use std::fmt;
+
+/// A scalar exactly as written (numbers and booleans as their text), before interpolation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scalar(pub String);
+
+/// A scalar together with where it was written.
+pub type Str = Spanned<Scalar>;
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Scalar;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a scalar (string, number or boolean)")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_owned()))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Scalar, E> {
+                Ok(Scalar(v))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Scalar, E> {
+                Ok(Scalar("null".to_owned()))
+            }
+            fn visit_none<E: de::Error>(self) -> Result<Scalar, E> {
+                Ok(Scalar("null".to_owned()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub server: Option<Spanned<RawServer>>,
+    #[serde(default)]
+    pub admin: Option<Spanned<RawAdmin>>,
+    #[serde(default)]
+    pub storage: Option<Spanned<RawStorage>>,
+    #[serde(default)]
+    pub defaults: Option<RawTargetSettings>,
+    #[serde(default)]
+    pub routes: Vec<Spanned<RawRoute>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    pub listen: Option<Vec<Str>>,
+    pub tls: Option<Spanned<RawTls>>,
+    pub max_body: Option<Str>,
+    pub header_timeout: Option<Str>,
+    pub request_timeout: Option<Str>,
+    pub max_connections: Option<Str>,
+    pub trusted_proxies: Option<Vec<Str>>,
+    pub shutdown_grace: Option<Str>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub cert: Option<Str>,
+    pub key: Option<Str>,
+    pub certs: Option<Str>,
+    /// Development convenience: create a self-signed pair at `cert`/`key` when both are missing.
+    pub generate_if_missing: Option<Str>,
+    pub handshake_timeout: Option<Str>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub listen: Option<Str>,
+    pub token: Option<Str>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStorage {
+    pub backend: Option<Str>,
+    pub path: Option<Str>,
+    pub retention: Option<Str>,
+    pub max_size: Option<Str>,
+    pub postgres: Option<RawPostgres>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPostgres {
+    pub url: Option<Str>,
+    pub pool: Option<Str>,
+}
+
+/// Per-target delivery settings; `defaults:` and each target share this shape.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTargetSettings {
+    pub timeout: Option<Str>,
+    pub concurrency: Option<Str>,
+    pub rate_limit: Option<Spanned<Option<RawRate>>>,
+    pub retry: Option<RawRetry>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRate {
+    pub per_second: Option<Str>,
+    pub burst: Option<Str>,
+    pub key: Option<Str>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetry {
+    pub max_attempts: Option<Str>,
+    pub initial: Option<Str>,
+    pub max_delay: Option<Str>,
+    pub max_age: Option<Str>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub name: Option<Str>,
+    pub path: Option<Str>,
+    pub path_prefix: Option<Str>,
+    pub host: Option<Str>,
+    pub methods: Option<Vec<Str>>,
+    pub mode: Option<Str>,
+    pub verify: Option<Spanned<RawVerify>>,
+    pub allow_ips: Option<Vec<Str>>,
+    pub rate_limit: Option<Spanned<RawRate>>,
+    pub dedup: Option<Spanned<RawDedup>>,
+    pub verify_token: Option<Str>,
+    #[serde(default)]
+    pub targets: Vec<Spanned<RawTarget>>,
+}
+
+/// `dedup: false`, or `dedup: { window: 24h, header: X-Id }`.
+#[derive(Debug)]
+pub enum RawDedup {
+    Switch(Scalar),
+    Settings {
+        window: Option<Str>,
+        header: Option<Str>,
+    },
+}
+
+impl<'de> Deserialize<'de> for RawDedup {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Settings {
+            window: Option<Str>,
+            header: Option<Str>,
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            Settings(Settings),
+            Switch(Scalar),
+        }
+        Ok(match Either::deserialize(d)? {
+            Either::Settings(s) => RawDedup::Settings {
+                window: s.window,
+                header: s.header,
+            },
+            Either::Switch(s) => RawDedup::Switch(s),
+        })
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawVerify {
+    pub github: Option<RawSecretVerifier>,
+    pub hmac: Option<RawHmac>,
+    pub none: Option<Str>,
+    // Providers of the verifier catalogue: recognised so the error says what is missing,
+    // instead of "unknown key".
+    pub stripe: Option<Spanned<de::IgnoredAny>>,
+    pub slack: Option<Spanned<de::IgnoredAny>>,
+    pub shopify: Option<Spanned<de::IgnoredAny>>,
+    pub twilio: Option<Spanned<de::IgnoredAny>>,
+    pub gitlab: Option<Spanned<de::IgnoredAny>>,
+    pub standard: Option<Spanned<de::IgnoredAny>>,
+    pub paddle: Option<Spanned<de::IgnoredAny>>,
+    pub linear: Option<Spanned<de::IgnoredAny>>,
+    pub zoom: Option<Spanned<de::IgnoredAny>>,
+    pub meta: Option<Spanned<de::IgnoredAny>>,
+    pub square: Option<Spanned<de::IgnoredAny>>,
+    pub discord: Option<Spanned<de::IgnoredAny>>,
+    pub sendgrid: Option<Spanned<de::IgnoredAny>>,
+    pub bearer: Option<Spanned<de::IgnoredAny>>,
+    pub basic: Option<Spanned<de::IgnoredAny>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSecretVerifier {
+    pub secret: Option<Str>,
+    pub secrets: Option<Vec<Str>>,
+    pub enforce: Option<Str>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHmac {
+    pub secret: Option<Str>,
+    pub secrets: Option<Vec<Str>>,
+    pub enforce: Option<Str>,
+    pub header: Option<Str>,
+    pub algorithm: Option<Str>,
+    pub encoding: Option<Str>,
+    pub prefix: Option<Str>,
+    pub signed: Option<Str>,
+    pub timestamp_header: Option<Str>,
+    pub id_header: Option<Str>,
+    pub tolerance: Option<Str>,
+    pub public_url: Option<Str>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTarget {
+    pub name: Option<Str>,
+    pub url: Option<Str>,
+    pub filter: Option<Str>,
+    pub transform: Option<Str>,
+    pub headers: Option<RawHeaders>,
+    pub sign: Option<Spanned<de::IgnoredAny>>,
+    pub tls: Option<RawTargetTls>,
+    pub timeout: Option<Str>,
+    pub concurrency: Option<Str>,
+    pub rate_limit: Option<Spanned<Option<RawRate>>>,
+    pub retry: Option<RawRetry>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHeaders {
+    #[serde(default)]
+    pub set: Entries,
+    #[serde(default)]
+    pub remove: Vec<Str>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTargetTls {
+    pub ca: Option<Str>,
+    pub cert: Option<Str>,
+    pub key: Option<Str>,
+}
+
+/// A YAML mapping kept in written order with each key's and value's position.
+#[derive(Debug, Default)]
+pub struct Entries(pub Vec<(Str, Str)>);
+
+impl<'de> Deserialize<'de> for Entries {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Entries;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a mapping of names to values")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut m: A) -> Result<Entries, A::Error> {
+                let mut out = Vec::new();
+                while let Some((k, v)) = m.next_entry::<Str, Str>()? {
+                    out.push((k, v));
+                }
+                Ok(Entries(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}

@@ -1,0 +1,27 @@
+//! Delivery to targets: the pooled outbound client and, for `mode: sync`, the forwarding of
+//! one verified request to the route's target.
+
+pub mod client;
+pub mod proxy;
+
+use std::time::Duration;
+
+/// Why a target could not give an answer. Its source is always the target (or the network
+/// to it); `retryable` tells a retry policy whether trying again can help.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("target unreachable: {0}")]
+    Unreachable(String),
+    #[error("target did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("target answer unusable: {0}")]
+    BadResponse(String),
+    #[error("cannot build the request to the target: {0}")]
+    Request(String),
+}
+
+impl UpstreamError {
+    pub fn retryable(&self) -> bool {
+        !matches!(self, UpstreamError::Request(_))
+    }
+}

@@ -1,0 +1,267 @@
+//! Ingress: what happens to a request between the listener and a target, as ordered stages —
+//! route → client IP and allow-list → rate limit → body (bounded) → verify → forward. Each
+//! stage returns an [`IngressError`] on failure, turned into an answer in one place
+//! (`error.rs`); every request ends in one access-log event and the request metrics.
+
+pub mod client_ip;
+pub mod error;
+pub mod limits;
+pub mod router;
+
+use crate::admin::metrics as m;
+use crate::config::{Config, Mode, PathMatch, Route, VerifySpec};
+use crate::deliver::client::{self, ClientError, HttpClient};
+use crate::deliver::proxy::Forward;
+use crate::verify::{Unverified, Verifier};
+use arc_swap::ArcSwap;
+use error::{HttpResponse, IngressError};
+use http::{HeaderName, Method, Request};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use limits::Limiter;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+/// One route made ready to serve: its verifier, limiter and target clients are built once
+/// per config load, never per request.
+pub struct RouteRuntime {
+    pub cfg: Arc<Route>,
+    pub verifier: Verifier,
+    pub limiter: Option<Limiter>,
+    pub clients: Vec<HttpClient>,
+    pub signature_headers: Vec<HeaderName>,
+}
+
+impl router::Routable for RouteRuntime {
+    fn host(&self) -> Option<&str> {
+        self.cfg.host.as_deref()
+    }
+    fn path(&self) -> &PathMatch {
+        &self.cfg.path
+    }
+    fn methods(&self) -> &[Method] {
+        &self.cfg.methods
+    }
+}
+
+/// Everything a request needs from the active config, swapped atomically as a whole.
+pub struct Runtime {
+    pub config: Arc<Config>,
+    pub routes: Vec<RouteRuntime>,
+}
+
+impl Runtime {
+    pub fn build(config: Config) -> Result<Runtime, ClientError> {
+        let mut routes = Vec::new();
+        for r in &config.routes {
+            let clients = r
+                .targets
+                .iter()
+                .map(|t| client::build(&t.tls))
+                .collect::<Result<Vec<_>, _>>()?;
+            let signature_headers = match &r.verify {
+                VerifySpec::Github { .. } => vec![
+                    HeaderName::from_static("x-hub-signature-256"),
+                    HeaderName::from_static("x-hub-signature"),
+                ],
+                VerifySpec::Hmac(h) => vec![h.header.clone()],
+                VerifySpec::None => vec![],
+            };
+            routes.push(RouteRuntime {
+                cfg: r.clone(),
+                verifier: Verifier::new(&r.verify),
+                limiter: r.rate_limit.as_ref().map(Limiter::new),
+                clients,
+                signature_headers,
+            });
+        }
+        Ok(Runtime {
+            config: Arc::new(config),
+            routes,
+        })
+    }
+
+    /// Drops per-IP rate-limit state that has fully recovered.
+    pub fn prune_limiters(&self) {
+        for r in &self.routes {
+            if let Some(l) = &r.limiter {
+                l.prune();
+            }
+        }
+    }
+}
+
+/// The TCP connection a request arrived on.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    pub tls: bool,
+}
+
+pub struct Ingress {
+    pub runtime: ArcSwap<Runtime>,
+}
+
+impl Ingress {
+    pub fn new(runtime: Runtime) -> Self {
+        Ingress {
+            runtime: ArcSwap::from_pointee(runtime),
+        }
+    }
+
+    pub async fn handle(&self, req: Request<Incoming>, conn: ConnInfo) -> HttpResponse {
+        let start = Instant::now();
+        // In-flight requests keep the config they started with, whatever a reload does.
+        let rt = self.runtime.load_full();
+        let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+        let mut route = m::NO_ROUTE.to_owned();
+        let mut client = conn.peer.ip();
+        let resp = match pipeline(&rt, req, conn, &mut route, &mut client).await {
+            Ok(r) => r,
+            Err(e) => {
+                if let IngressError::Upstream(u) = &e {
+                    tracing::warn!(route = %route, error = %u, "target failed");
+                }
+                e.into_response()
+            }
+        };
+        let status = resp.status().as_u16();
+        let elapsed = start.elapsed();
+        metrics::counter!(m::REQUESTS, "route" => route.clone(), "status" => status.to_string())
+            .increment(1);
+        metrics::histogram!(m::REQUEST_DURATION, "route" => route.clone())
+            .record(elapsed.as_secs_f64());
+        tracing::info!(
+            target: "hookgate::access",
+            route = %route,
+            status,
+            method = %method,
+            path = %path,
+            client_ip = %client,
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            "request"
+        );
+        resp
+    }
+}
+
+async fn pipeline(
+    rt: &Runtime,
+    req: Request<Incoming>,
+    conn: ConnInfo,
+    route_name: &mut String,
+    client: &mut std::net::IpAddr,
+) -> Result<HttpResponse, IngressError> {
+    let server = &rt.config.server;
+    let (parts, body) = req.into_parts();
+
+    // Route: which configured endpoint this is (404 / 405 otherwise).
+    let host = router::request_host(&parts.uri, &parts.headers);
+    let route = router::find(&rt.routes, host.as_deref(), parts.uri.path(), &parts.method)?;
+    route_name.clone_from(&route.cfg.name);
+
+    // Client IP, believed from X-Forwarded-For only through trusted proxies; allow-list.
+    let ip = client_ip::client_ip(conn.peer.ip(), &parts.headers, &server.trusted_proxies);
+    *client = ip;
+    if !route.cfg.allow_ips.is_empty() && !route.cfg.allow_ips.iter().any(|n| n.contains(&ip)) {
+        return Err(IngressError::Forbidden);
+    }
+
+    // Rate limit before reading the body: a flood costs no more than its headers.
+    if let Some(l) = &route.limiter {
+        l.check(ip).map_err(|wait| IngressError::RateLimited {
+            retry_after_secs: limits::retry_after_secs(wait),
+        })?;
+    }
+
+    // Body: refuse a declared oversize at once; cap a chunked one mid-stream.
+    let limit = server.max_body;
+    let declared = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(IngressError::PayloadTooLarge { limit });
+    }
+    let body = tokio::time::timeout(
+        server.request_timeout,
+        Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX)).collect(),
+    )
+    .await
+    .map_err(|_| IngressError::BodyTimeout)?
+    .map_err(|e| {
+        if e.downcast_ref::<http_body_util::LengthLimitError>()
+            .is_some()
+        {
+            IngressError::PayloadTooLarge { limit }
+        } else {
+            IngressError::BadBody(e.to_string())
+        }
+    })?
+    .to_bytes();
+
+    // Verify on the exact bytes received. Only a `Verified` can go further.
+    let unverified = Unverified {
+        parts,
+        body,
+        route: route.cfg.clone(),
+        client_ip: ip,
+    };
+    let (verified, matched) = route.verifier.verify(unverified, SystemTime::now()).map_err(|r| {
+        metrics::counter!(m::VERIFY_FAILURES, "route" => route.cfg.name.clone(), "reason" => r.kind).increment(1);
+        tracing::warn!(route = %route.cfg.name, client_ip = %ip, reason = %r.detail, "signature verification failed");
+        IngressError::Unauthorized
+    })?;
+    if let Some(r) = verified.shadow_failure() {
+        metrics::counter!(m::VERIFY_SHADOW_FAILURES, "route" => route.cfg.name.clone(), "reason" => r.kind)
+            .increment(1);
+        tracing::warn!(route = %route.cfg.name, client_ip = %ip, reason = %r.detail, "verification failed (shadow mode: let through)");
+    }
+    if let Some(i) = matched {
+        metrics::counter!(m::SECRET_MATCHES, "route" => route.cfg.name.clone(), "index" => i.to_string()).increment(1);
+    }
+
+    match route.cfg.mode {
+        Mode::Sync => forward_sync(route, &verified, conn, &server.trusted_proxies).await,
+        // Validation refuses async routes until the durable buffer exists; never serve one as sync.
+        Mode::Async => Err(IngressError::Upstream(
+            crate::deliver::UpstreamError::Request(
+                "async mode is not available in this build".into(),
+            ),
+        )),
+    }
+}
+
+async fn forward_sync(
+    route: &RouteRuntime,
+    verified: &crate::verify::Verified,
+    conn: ConnInfo,
+    trusted: &[ipnet::IpNet],
+) -> Result<HttpResponse, IngressError> {
+    let (Some(target), Some(client)) = (route.cfg.targets.first(), route.clients.first()) else {
+        return Err(IngressError::NotFound);
+    };
+    let fwd = Forward {
+        client,
+        target,
+        proto: if conn.tls { "https" } else { "http" },
+        signature_headers: &route.signature_headers,
+        peer_trusted: trusted.iter().any(|n| n.contains(&conn.peer.ip())),
+        peer_ip: conn.peer.ip(),
+    };
+    let start = Instant::now();
+    let result = fwd.send(verified).await;
+    let outcome = match &result {
+        Ok(r) => format!("{}xx", r.status().as_u16() / 100),
+        Err(crate::deliver::UpstreamError::Timeout(_)) => "timeout".into(),
+        Err(_) => "error".into(),
+    };
+    let labels = [
+        ("route", route.cfg.name.clone()),
+        ("target", target.name.clone()),
+    ];
+    metrics::histogram!(m::UPSTREAM_DURATION, &labels).record(start.elapsed().as_secs_f64());
+    metrics::counter!(m::UPSTREAM_RESPONSES, "route" => route.cfg.name.clone(), "target" => target.name.clone(), "outcome" => outcome).increment(1);
+    Ok(result?)
+}

@@ -1,0 +1,11 @@
+//! hookgate: a webhook relay gateway. The modules follow the data path of a request:
+//! `config` → `server` → `ingress` → `verify` → `deliver`, with `admin` beside it and `app`
+//! wiring them together. See ARCHITECTURE.md.
+
+pub mod admin;
+pub mod app;
+pub mod config;
+pub mod deliver;
+pub mod ingress;
+pub mod server;
+pub mod verify;

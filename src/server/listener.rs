@@ -1,0 +1,160 @@
+//! Accept loop and connection serving, in the mini-redis shape: `serve(listener, shutdown)`
+//! with both injected. A semaphore caps open connections (the kernel backlog holds the
+//! rest); TLS handshakes have a deadline; hyper's timer makes `header_timeout` real; on
+//! shutdown the loop stops accepting and every connection is drained gracefully.
+
+use crate::admin::metrics as m;
+use crate::ingress::error::HttpResponse;
+use crate::ingress::ConnInfo;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::graceful::GracefulShutdown;
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio_rustls::TlsAcceptor;
+
+pub struct Settings {
+    pub header_timeout: Duration,
+    pub connections: Arc<Semaphore>,
+    pub tls: Option<(TlsAcceptor, Duration)>,
+    /// Count connections in `hookgate_open_connections` (public listeners only).
+    pub count_connections: bool,
+}
+
+pub trait Handler: Clone + Send + Sync + 'static {
+    fn call(
+        &self,
+        req: hyper::Request<Incoming>,
+        conn: ConnInfo,
+    ) -> impl Future<Output = HttpResponse> + Send;
+}
+
+impl<F, Fut> Handler for F
+where
+    F: Fn(hyper::Request<Incoming>, ConnInfo) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = HttpResponse> + Send,
+{
+    fn call(
+        &self,
+        req: hyper::Request<Incoming>,
+        conn: ConnInfo,
+    ) -> impl Future<Output = HttpResponse> + Send {
+        self(req, conn)
+    }
+}
+
+fn builder(header_timeout: Duration) -> Builder<TokioExecutor> {
+    let mut b = Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .keep_alive(true);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(256)
+        .keep_alive_interval(Some(Duration::from_secs(30)));
+    b
+}
+
+/// Serves `listener` until `shutdown` turns true, then drains open connections. Returns
+/// when every connection has closed; the caller bounds that wait with `shutdown_grace`.
+pub async fn serve<H: Handler>(
+    listener: TcpListener,
+    settings: Settings,
+    handler: H,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let builder = Arc::new(builder(settings.header_timeout));
+    let graceful = GracefulShutdown::new();
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        let permit = tokio::select! {
+            p = settings.connections.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            _ = shutdown.changed() => break,
+        };
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(s) => s,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let watcher = graceful.watcher();
+        let builder = builder.clone();
+        let handler = handler.clone();
+        let tls = settings.tls.clone();
+        let count = settings.count_connections;
+        tokio::spawn(async move {
+            let _permit = permit;
+            if count {
+                metrics::gauge!(m::OPEN_CONNECTIONS).increment(1.0);
+            }
+            match tls {
+                None => {
+                    let conn = ConnInfo { peer, tls: false };
+                    serve_conn(TokioIo::new(stream), &builder, handler, conn, watcher).await;
+                }
+                Some((acceptor, deadline)) => {
+                    match tokio::time::timeout(deadline, acceptor.accept(stream)).await {
+                        Ok(Ok(tls_stream)) => {
+                            let conn = ConnInfo { peer, tls: true };
+                            serve_conn(TokioIo::new(tls_stream), &builder, handler, conn, watcher)
+                                .await;
+                        }
+                        Ok(Err(e)) => {
+                            metrics::counter!(m::TLS_HANDSHAKE_FAILURES).increment(1);
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        }
+                        Err(_) => {
+                            metrics::counter!(m::TLS_HANDSHAKE_FAILURES).increment(1);
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                        }
+                    }
+                }
+            }
+            if count {
+                metrics::gauge!(m::OPEN_CONNECTIONS).decrement(1.0);
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+async fn serve_conn<I, H>(
+    io: TokioIo<I>,
+    builder: &Builder<TokioExecutor>,
+    handler: H,
+    conn: ConnInfo,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    H: Handler,
+{
+    let svc = service_fn(move |req| {
+        let handler = handler.clone();
+        async move { Ok::<_, Infallible>(handler.call(req, conn).await) }
+    });
+    let connection = builder.serve_connection(io, svc);
+    if let Err(e) = watcher.watch(connection.into_owned()).await {
+        tracing::debug!(peer = %conn.peer, error = %e, "connection ended with an error");
+    }
+}

@@ -1,0 +1,247 @@
+//! Test kit: a recording receiver, certificate generation, a gateway started from YAML on
+//! port 0, and a low-level HTTP/1.1 / HTTP/2 client over TLS or plain TCP.
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls_pki_types::{CertificateDer, ServerName};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub method: http::Method,
+    pub uri: http::Uri,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+/// An HTTP server that records every request and answers with a chosen status after a
+/// chosen delay.
+#[derive(Clone)]
+pub struct TestReceiver {
+    pub addr: SocketAddr,
+    pub received: Arc<Mutex<Vec<Received>>>,
+    pub status: Arc<AtomicU16>,
+    pub delay_ms: Arc<AtomicU64>,
+}
+
+impl TestReceiver {
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let r = TestReceiver {
+            addr: listener.local_addr().unwrap(),
+            received: Default::default(),
+            status: Arc::new(AtomicU16::new(200)),
+            delay_ms: Arc::new(AtomicU64::new(0)),
+        };
+        let me = r.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((s, _)) = listener.accept().await else {
+                    return;
+                };
+                let me = me.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                        let me = me.clone();
+                        async move {
+                            let (parts, body) = req.into_parts();
+                            let body = body.collect().await.unwrap().to_bytes();
+                            me.received.lock().unwrap().push(Received {
+                                method: parts.method,
+                                uri: parts.uri,
+                                headers: parts.headers,
+                                body,
+                            });
+                            let d = me.delay_ms.load(Ordering::SeqCst);
+                            if d > 0 {
+                                tokio::time::sleep(Duration::from_millis(d)).await;
+                            }
+                            let mut resp =
+                                Response::new(Full::new(Bytes::from_static(b"{\"ok\":true}")));
+                            *resp.status_mut() =
+                                StatusCode::from_u16(me.status.load(Ordering::SeqCst)).unwrap();
+                            resp.headers_mut()
+                                .insert("x-receiver", "yes".parse().unwrap());
+                            Ok::<_, std::convert::Infallible>(resp)
+                        }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(s), svc)
+                        .await;
+                });
+            }
+        });
+        r
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn count(&self) -> usize {
+        self.received.lock().unwrap().len()
+    }
+
+    pub fn last(&self) -> Received {
+        self.received
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("nothing received")
+    }
+}
+
+/// Writes a self-signed certificate for localhost to `dir/name.crt` and `dir/name.key`.
+pub fn write_cert(dir: &Path, name: &str) -> CertificateDer<'static> {
+    let g =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .unwrap();
+    std::fs::write(dir.join(format!("{name}.crt")), g.cert.pem()).unwrap();
+    std::fs::write(
+        dir.join(format!("{name}.key")),
+        g.signing_key.serialize_pem(),
+    )
+    .unwrap();
+    g.cert.der().clone()
+}
+
+pub struct TestGateway {
+    pub gw: hookgate::app::Gateway,
+    pub dir: tempfile::TempDir,
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+pub fn write_config(dir: &Path, yaml: &str) -> PathBuf {
+    let path = dir.join("routes.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    path
+}
+
+/// Starts a gateway from `yaml` (written into a fresh temp dir, where `setup` may first put
+/// certificates). Listen addresses should use port 0.
+pub async fn start_gateway(yaml: &str, setup: impl FnOnce(&Path)) -> TestGateway {
+    let dir = tempfile::tempdir().unwrap();
+    setup(dir.path());
+    let path = write_config(dir.path(), yaml);
+    let loaded = match hookgate::config::load(&path) {
+        Ok(l) => l,
+        Err(e) => panic!("config invalid:\n{e}"),
+    };
+    let gw = hookgate::app::Gateway::start(loaded.config).await.unwrap();
+    TestGateway {
+        addr: gw.public_addrs[0],
+        admin: gw.admin_addr,
+        gw,
+        dir,
+    }
+}
+
+pub fn client_tls(
+    trusted: &[CertificateDer<'static>],
+    alpn: &[&[u8]],
+) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in trusted {
+        roots.add(c.clone()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
+    Arc::new(cfg)
+}
+
+pub async fn tls_connect(
+    addr: SocketAddr,
+    cfg: Arc<rustls::ClientConfig>,
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    tokio_rustls::TlsConnector::from(cfg)
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap()
+}
+
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+    pub version: http::Version,
+}
+
+/// An HTTP/1.1 connection that can carry several requests.
+pub struct H1(hyper::client::conn::http1::SendRequest<Full<Bytes>>);
+
+impl H1 {
+    pub async fn over<I>(io: I) -> H1
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        H1(send)
+    }
+
+    pub async fn send(&mut self, req: Request<Full<Bytes>>) -> Result<Answer, hyper::Error> {
+        self.0.ready().await?;
+        let resp = self.0.send_request(req).await?;
+        into_answer(resp).await
+    }
+}
+
+pub async fn into_answer(resp: Response<Incoming>) -> Result<Answer, hyper::Error> {
+    let (parts, body) = resp.into_parts();
+    Ok(Answer {
+        status: parts.status,
+        headers: parts.headers,
+        version: parts.version,
+        body: body.collect().await?.to_bytes(),
+    })
+}
+
+pub async fn h2_send<I>(io: I, req: Request<Full<Bytes>>) -> Answer
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let resp = send.send_request(req).await.unwrap();
+    into_answer(resp).await.unwrap()
+}
+
+pub fn post(path: &str, headers: &[(&str, &str)], body: &[u8]) -> Request<Full<Bytes>> {
+    let mut b = Request::post(path).header("host", "localhost");
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    b.body(Full::new(Bytes::copy_from_slice(body))).unwrap()
+}
+
+/// One request on a new plain-HTTP/1.1 connection.
+pub async fn plain(addr: SocketAddr, req: Request<Full<Bytes>>) -> Answer {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    H1::over(tcp).await.send(req).await.unwrap()
+}
+
+pub fn github_sig(secret: &str, body: &[u8]) -> String {
+    hookgate::verify::github::sign(secret, body)
+}
