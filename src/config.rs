@@ -117,7 +117,7 @@ pub fn load_bytes(
         raw::RawConfig::default()
     } else {
         serde_saphyr::from_str_with_options(text, options)
-            .map_err(|e| fail(vec![yaml_error(&e)]))?
+            .map_err(|e| fail(vec![yaml_error(&e, text)]))?
     };
     let base_dir = path
         .parent()
@@ -150,12 +150,42 @@ pub fn load_bytes(
     }
 }
 
-fn yaml_error(e: &serde_saphyr::Error) -> Diagnostic {
+fn yaml_error(e: &serde_saphyr::Error, text: &str) -> Diagnostic {
     let loc = e.location().unwrap_or(Location::UNKNOWN);
     let mut msg = e.to_string();
     // The library appends " at line N, column M"; we print the position in front instead.
     if let Some(i) = msg.rfind(" at line ") {
         msg.truncate(i);
     }
-    Diagnostic::at(&loc, msg)
+    let mut d = Diagnostic::at(&loc, msg);
+    // An unknown key is reported at the start of its mapping; point at the key itself.
+    if let Some(name) = d
+        .message
+        .strip_prefix("unknown field `")
+        .and_then(|r| r.split('`').next())
+    {
+        if let Some((line, col)) = find_key(text, name, d.line) {
+            d.line = line;
+            d.column = col;
+        }
+    }
+    d
+}
+
+/// The first `name:` key at or after line `from` (1-based), as (line, column).
+fn find_key(text: &str, name: &str, from: u64) -> Option<(u64, u64)> {
+    let skip = usize::try_from(from.saturating_sub(1)).ok()?;
+    for (i, line) in text.lines().enumerate().skip(skip) {
+        let mut search = 0;
+        while let Some(pos) = line[search..].find(name) {
+            let at = search + pos;
+            let before = line[..at].chars().last();
+            let after = line[at + name.len()..].trim_start().starts_with(':');
+            if after && matches!(before, None | Some(' ' | '{' | ',' | '-' | '\t')) {
+                return Some((i as u64 + 1, line[..at].chars().count() as u64 + 1));
+            }
+            search = at + name.len();
+        }
+    }
+    None
 }
