@@ -1,15 +1,21 @@
 //! The admin listener (SPEC §6): health, readiness and Prometheus metrics; `/api/*` behind a
 //! bearer token compared in constant time.
 
+pub mod api;
 pub mod metrics;
 
 use crate::config::Secret;
+use crate::deliver::worker::Engine;
 use crate::ingress::error::{error_json, HttpResponse};
+use crate::ingress::Ingress;
+use crate::store::Store;
 use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::Full;
+use http_body_util::{BodyExt, Limited};
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
 pub struct Admin {
@@ -17,6 +23,9 @@ pub struct Admin {
     pub metrics: Option<PrometheusHandle>,
     /// Set once every public listener is bound and serving.
     pub ready: AtomicBool,
+    pub store: Option<Arc<dyn Store>>,
+    pub engine: Arc<Engine>,
+    pub ingress: Arc<Ingress>,
 }
 
 impl Admin {
@@ -34,11 +43,16 @@ impl Admin {
         bool::from(presented.as_bytes().ct_eq(token.expose().as_bytes()))
     }
 
-    pub async fn handle<B>(&self, req: Request<B>) -> HttpResponse {
-        let path = req.uri().path();
-        match path {
+    /// Ready: listeners up and, when there is a store, the store taking writes.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire) && self.store.as_ref().is_none_or(|s| s.healthy())
+    }
+
+    pub async fn handle(&self, req: Request<hyper::body::Incoming>) -> HttpResponse {
+        let path = req.uri().path().to_owned();
+        match path.as_str() {
             "/healthz" => text(StatusCode::OK, "ok\n"),
-            "/readyz" if self.ready.load(Ordering::Acquire) => text(StatusCode::OK, "ready\n"),
+            "/readyz" if self.is_ready() => text(StatusCode::OK, "ready\n"),
             "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
             "/metrics" => match &self.metrics {
                 Some(h) => {
@@ -62,7 +76,15 @@ impl Admin {
                         .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
                     return r;
                 }
-                error_json(StatusCode::NOT_FOUND, "no such endpoint")
+                let method = req.method().clone();
+                let q = req.uri().query().map(str::to_owned);
+                let body = match Limited::new(req.into_body(), 1 << 20).collect().await {
+                    Ok(b) => b.to_bytes(),
+                    Err(_) => {
+                        return error_json(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")
+                    }
+                };
+                api::handle(self, &method, &path, q.as_deref(), body).await
             }
             _ => error_json(StatusCode::NOT_FOUND, "no such endpoint"),
         }

@@ -2,11 +2,15 @@
 //! drain. Tests start a real gateway through [`Gateway::start`] on port 0.
 
 use crate::admin::{self, Admin};
-use crate::config::Config;
+use crate::config::{Config, Mode, StorageBackend};
+use crate::deliver::worker::{Engine, TargetWorker};
 use crate::ingress::{ConnInfo, Ingress, Runtime};
 use crate::server::listener::{self, Settings};
 use crate::server::tls;
+use crate::store::embedded::EmbeddedStore;
+use crate::store::{Store, StoreError};
 use arc_swap::ArcSwap;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -29,6 +33,8 @@ pub enum StartError {
     Watch(#[from] notify::Error),
     #[error("cannot build a target client: {0}")]
     Client(#[from] crate::deliver::client::ClientError),
+    #[error("cannot open the store: {0}")]
+    Store(#[from] crate::store::StoreError),
 }
 
 pub struct Gateway {
@@ -38,6 +44,8 @@ pub struct Gateway {
     pub ingress: Arc<Ingress>,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
+    /// Delivery workers: stopped after the listeners, so in-flight attempts are recorded.
+    deliveries: JoinSet<()>,
     admin_task: JoinSet<()>,
     grace: Duration,
     _cert_watcher: Option<notify::RecommendedWatcher>,
@@ -68,8 +76,59 @@ impl Gateway {
             }
         };
 
-        let ingress = Arc::new(Ingress::new(Runtime::build(config)?));
+        let needs_store = config.routes.iter().any(|r| r.mode == Mode::Async);
+        let storage = config.storage.clone();
+        let runtime = Runtime::build(config)?;
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        let mut deliveries = JoinSet::new();
+
+        // The durable buffer and one worker per async target.
+        let store: Option<Arc<dyn Store>> = if needs_store {
+            let s = match storage.backend {
+                StorageBackend::Embedded => EmbeddedStore::open(&storage.path, storage.max_size)?,
+                StorageBackend::Postgres { .. } => {
+                    return Err(StartError::Store(StoreError::Unavailable(
+                        "the postgres backend is not available in this build".into(),
+                    )))
+                }
+            };
+            Some(s)
+        } else {
+            None
+        };
+        let mut workers = HashMap::new();
+        if let Some(store) = &store {
+            let mut live = Vec::new();
+            for r in runtime.routes.iter().filter(|r| r.cfg.mode == Mode::Async) {
+                for (t, client) in r.cfg.targets.iter().zip(&r.clients) {
+                    live.push((r.cfg.name.clone(), t.name.clone()));
+                    let w = Arc::new(TargetWorker::new(
+                        store.clone(),
+                        r.cfg.clone(),
+                        t.clone(),
+                        client.clone(),
+                        r.signature_headers.clone(),
+                    ));
+                    deliveries.spawn(w.clone().run(shutdown_rx.clone()));
+                    workers.insert((r.cfg.name.clone(), t.name.clone()), w);
+                }
+            }
+            let retired = store.retire_targets(live).await?;
+            if retired > 0 {
+                tracing::warn!(
+                    retired,
+                    "pending deliveries of targets no longer in the config are now dead letters"
+                );
+            }
+            tasks.spawn(housekeeping(
+                store.clone(),
+                storage.retention,
+                shutdown_rx.clone(),
+            ));
+        }
+        let engine = Arc::new(Engine { workers });
+        let ingress = Arc::new(Ingress::new(runtime, store.clone(), engine.clone()));
 
         let mut listeners = Vec::new();
         for addr in &server.listen {
@@ -85,7 +144,6 @@ impl Gateway {
 
         let connections = Arc::new(Semaphore::new(server.max_connections.max(1)));
         let mut public_addrs = Vec::new();
-        let mut tasks = JoinSet::new();
         for l in listeners {
             public_addrs.push(l.local_addr().map_err(|source| StartError::Bind {
                 addr: server.listen[0],
@@ -122,6 +180,9 @@ impl Gateway {
             token: admin_cfg.token.clone(),
             metrics: admin::metrics::install(),
             ready: Default::default(),
+            store: store.clone(),
+            engine,
+            ingress: ingress.clone(),
         });
         let a = admin.clone();
         let admin_handler = move |req, _conn: ConnInfo| {
@@ -151,6 +212,7 @@ impl Gateway {
             ingress,
             shutdown,
             tasks,
+            deliveries,
             admin_task,
             grace: server.shutdown_grace,
             _cert_watcher: watcher,
@@ -167,13 +229,59 @@ impl Gateway {
     pub async fn drain(mut self) -> bool {
         self.begin_shutdown();
         let grace = self.grace;
-        let all = async { while self.tasks.join_next().await.is_some() {} };
+        let all = async {
+            while self.tasks.join_next().await.is_some() {}
+            while self.deliveries.join_next().await.is_some() {}
+        };
         let finished = tokio::time::timeout(grace, all).await.is_ok();
         if !finished {
             tracing::warn!(grace = ?grace, "shutdown grace period over; closing remaining connections");
         }
         self.tasks.abort_all();
+        self.deliveries.abort_all();
         self.admin_task.abort_all();
         finished
+    }
+}
+
+/// Queue gauges every few seconds; retention purge in small batches every minute.
+async fn housekeeping(store: Arc<dyn Store>, retention: Duration, mut stop: watch::Receiver<bool>) {
+    use crate::admin::metrics as m;
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    let mut n: u64 = 0;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {},
+            _ = stop.changed() => return,
+        }
+        n += 1;
+        if let Ok(stats) = store.stats().await {
+            for s in stats {
+                let labels = [("route", s.route.clone()), ("target", s.target.clone())];
+                metrics::gauge!(m::QUEUE_DEPTH, &labels).set(s.pending as f64);
+                metrics::gauge!(m::DEAD_LETTERS, &labels).set(s.dead as f64);
+                metrics::gauge!(m::OLDEST_PENDING, &labels)
+                    .set(s.oldest_pending_ms.unwrap_or(0) as f64 / 1000.0);
+            }
+        }
+        metrics::gauge!(m::STORE_SIZE).set(store.size_on_disk() as f64);
+        if n % 12 == 1 {
+            let cutoff = std::time::SystemTime::now() - retention;
+            loop {
+                match store.purge(cutoff, 500).await {
+                    Ok(500) => continue,
+                    Ok(removed) => {
+                        if removed > 0 {
+                            tracing::debug!(removed, "retention: removed delivered events");
+                        }
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "retention purge failed");
+                        break;
+                    }
+                }
+            }
+        }
     }
 }

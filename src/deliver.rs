@@ -1,8 +1,13 @@
-//! Delivery to targets: the pooled outbound client and, for `mode: sync`, the forwarding of
-//! one verified request to the route's target.
+//! Delivery to targets: the pooled outbound client; for `mode: sync`, forwarding one
+//! verified request to the route's target; for `mode: async`, the workers that deliver
+//! stored events with retries, backoff, a circuit breaker and dead letters.
 
+pub mod breaker;
 pub mod client;
 pub mod proxy;
+pub mod retry;
+pub mod sign;
+pub mod worker;
 
 use std::time::Duration;
 

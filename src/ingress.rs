@@ -9,13 +9,15 @@ pub mod limits;
 pub mod router;
 
 use crate::admin::metrics as m;
-use crate::config::{Config, Mode, PathMatch, Route, VerifySpec};
+use crate::config::{Config, Dedup, Mode, PathMatch, Route, VerifySpec};
 use crate::deliver::client::{self, ClientError, HttpClient};
-use crate::deliver::proxy::Forward;
+use crate::deliver::proxy::{self, Forwarded, Outbound};
+use crate::deliver::worker::Engine;
+use crate::store::{Enqueued, NewEvent, Store};
 use crate::verify::{Unverified, Verifier};
 use arc_swap::ArcSwap;
 use error::{HttpResponse, IngressError};
-use http::{HeaderName, Method, Request};
+use http::{HeaderName, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use limits::Limiter;
@@ -101,12 +103,17 @@ pub struct ConnInfo {
 
 pub struct Ingress {
     pub runtime: ArcSwap<Runtime>,
+    /// The durable buffer; `None` when no route is async.
+    pub store: Option<Arc<dyn Store>>,
+    pub engine: Arc<Engine>,
 }
 
 impl Ingress {
-    pub fn new(runtime: Runtime) -> Self {
+    pub fn new(runtime: Runtime, store: Option<Arc<dyn Store>>, engine: Arc<Engine>) -> Self {
         Ingress {
             runtime: ArcSwap::from_pointee(runtime),
+            store,
+            engine,
         }
     }
 
@@ -117,11 +124,27 @@ impl Ingress {
         let (method, path) = (req.method().clone(), req.uri().path().to_owned());
         let mut route = m::NO_ROUTE.to_owned();
         let mut client = conn.peer.ip();
-        let resp = match pipeline(&rt, req, conn, &mut route, &mut client).await {
+        let resp = match pipeline(
+            &rt,
+            self.store.as_ref(),
+            &self.engine,
+            req,
+            conn,
+            &mut route,
+            &mut client,
+        )
+        .await
+        {
             Ok(r) => r,
             Err(e) => {
-                if let IngressError::Upstream(u) = &e {
-                    tracing::warn!(route = %route, error = %u, "target failed");
+                match &e {
+                    IngressError::Upstream(u) => {
+                        tracing::warn!(route = %route, error = %u, "target failed")
+                    }
+                    IngressError::StoreUnavailable(s) => {
+                        tracing::error!(route = %route, error = %s, "event refused: storage cannot take it")
+                    }
+                    _ => {}
                 }
                 e.into_response()
             }
@@ -148,6 +171,8 @@ impl Ingress {
 
 async fn pipeline(
     rt: &Runtime,
+    store: Option<&Arc<dyn Store>>,
+    engine: &Engine,
     req: Request<Incoming>,
     conn: ConnInfo,
     route_name: &mut String,
@@ -224,13 +249,107 @@ async fn pipeline(
 
     match route.cfg.mode {
         Mode::Sync => forward_sync(route, &verified, conn, &server.trusted_proxies).await,
-        // Validation refuses async routes until the durable buffer exists; never serve one as sync.
-        Mode::Async => Err(IngressError::Upstream(
-            crate::deliver::UpstreamError::Request(
-                "async mode is not available in this build".into(),
-            ),
-        )),
+        Mode::Async => match store {
+            Some(store) => {
+                enqueue(
+                    store,
+                    engine,
+                    route,
+                    &verified,
+                    conn,
+                    &server.trusted_proxies,
+                )
+                .await
+            }
+            None => Err(IngressError::StoreUnavailable(
+                crate::store::StoreError::Unavailable("no store is open".into()),
+            )),
+        },
     }
+}
+
+/// The provider's delivery id for deduplication, when the route has one.
+fn dedup_key(route: &Route, headers: &http::HeaderMap) -> Option<(String, std::time::Duration)> {
+    let Dedup::On { window, header } = &route.dedup else {
+        return None;
+    };
+    let name = match (header, &route.verify) {
+        (Some(h), _) => h.as_str(),
+        (None, VerifySpec::Github { .. }) => "x-github-delivery",
+        (None, VerifySpec::Hmac(h)) => h.id_header.as_ref()?.as_str(),
+        (None, VerifySpec::None) => return None,
+    };
+    let v = headers.get(name)?.to_str().ok()?.trim();
+    (!v.is_empty()).then(|| (v.to_owned(), *window))
+}
+
+/// `mode: async`: store the event with one delivery per target, answer only after commit.
+async fn enqueue(
+    store: &Arc<dyn Store>,
+    engine: &Engine,
+    route: &RouteRuntime,
+    verified: &crate::verify::Verified,
+    conn: ConnInfo,
+    trusted: &[ipnet::IpNet],
+) -> Result<HttpResponse, IngressError> {
+    let parts = verified.parts();
+    let peer_trusted = trusted.iter().any(|n| n.contains(&conn.peer.ip()));
+    let fwd = Forwarded::from_request(parts, conn.peer.ip(), peer_trusted, conn.tls);
+    let headers = parts
+        .headers
+        .iter()
+        .map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec()))
+        .collect();
+    let ev = NewEvent {
+        id: uuid::Uuid::now_v7().to_string(),
+        route: route.cfg.name.clone(),
+        method: parts.method.as_str().to_owned(),
+        path_and_query: parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str().to_owned())
+            .unwrap_or_else(|| "/".to_owned()),
+        headers,
+        body: verified.body().clone(),
+        client_ip: verified.client_ip(),
+        received_at: SystemTime::now(),
+        forwarded_for: fwd.for_chain,
+        forwarded_proto: fwd.proto.to_owned(),
+        forwarded_host: fwd.host,
+        targets: route.cfg.targets.iter().map(|t| t.name.clone()).collect(),
+        filtered: Vec::new(),
+        dedup: dedup_key(&route.cfg, &parts.headers),
+    };
+    let name = route.cfg.name.clone();
+    match store.enqueue(ev).await {
+        Ok(Enqueued::Stored { id }) => {
+            metrics::counter!(m::EVENTS, "route" => name.clone(), "result" => "stored")
+                .increment(1);
+            engine.wake_route(&name);
+            Ok(accepted(StatusCode::ACCEPTED, &id, false))
+        }
+        Ok(Enqueued::Duplicate { id }) => {
+            metrics::counter!(m::EVENTS, "route" => name, "result" => "duplicate").increment(1);
+            Ok(accepted(StatusCode::OK, &id, true))
+        }
+        Err(e) => {
+            metrics::counter!(m::EVENTS, "route" => name, "result" => "refused").increment(1);
+            Err(IngressError::StoreUnavailable(e))
+        }
+    }
+}
+
+fn accepted(status: StatusCode, id: &str, duplicate: bool) -> HttpResponse {
+    let body = if duplicate {
+        serde_json::json!({ "id": id, "duplicate": true })
+    } else {
+        serde_json::json!({ "id": id })
+    };
+    let mut r = error::json(status, body.to_string());
+    if let Ok(v) = http::HeaderValue::from_str(id) {
+        r.headers_mut().insert("hookgate-event-id", v);
+    }
+    r
 }
 
 async fn forward_sync(
@@ -242,16 +361,24 @@ async fn forward_sync(
     let (Some(target), Some(client)) = (route.cfg.targets.first(), route.clients.first()) else {
         return Err(IngressError::NotFound);
     };
-    let fwd = Forward {
-        client,
+    let parts = verified.parts();
+    let peer_trusted = trusted.iter().any(|n| n.contains(&conn.peer.ip()));
+    let fwd = Forwarded::from_request(parts, conn.peer.ip(), peer_trusted, conn.tls);
+    let req = Outbound {
+        method: parts.method.clone(),
+        uri: &parts.uri,
+        headers: parts.headers.clone(),
+        body: verified.body().clone(),
+        forwarded: &fwd,
+        route_name: &route.cfg.name,
+        route_path: &route.cfg.path,
         target,
-        proto: if conn.tls { "https" } else { "http" },
         signature_headers: &route.signature_headers,
-        peer_trusted: trusted.iter().any(|n| n.contains(&conn.peer.ip())),
-        peer_ip: conn.peer.ip(),
-    };
+        extra: Vec::new(),
+    }
+    .into_request()?;
     let start = Instant::now();
-    let result = fwd.send(verified).await;
+    let result = proxy::send(client, req, target.timeout).await;
     let outcome = match &result {
         Ok(r) => format!("{}xx", r.status().as_u16() / 100),
         Err(crate::deliver::UpstreamError::Timeout(_)) => "timeout".into(),

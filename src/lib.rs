@@ -8,4 +8,5 @@ pub mod config;
 pub mod deliver;
 pub mod ingress;
 pub mod server;
+pub mod store;
 pub mod verify;

@@ -154,13 +154,6 @@ routes:
         "must be an absolute http:// or https:// URL",
     );
     has(&err, &p, 21, 11, "must match [a-z0-9_-]+");
-    has(
-        &err,
-        &p,
-        21,
-        5,
-        "mode async (the default) needs the durable buffer",
-    );
     has(&err, &p, 23, 23, "verifier `stripe` is not available");
     has(&err, &p, 26, 17, "duplicate target name `a`");
     has(&err, &p, 26, 45, "`filter` (jq) is not available");

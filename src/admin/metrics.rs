@@ -14,9 +14,21 @@ pub const UPSTREAM_DURATION: &str = "hookgate_upstream_duration_seconds";
 pub const UPSTREAM_RESPONSES: &str = "hookgate_upstream_responses_total";
 pub const OPEN_CONNECTIONS: &str = "hookgate_open_connections";
 pub const TLS_HANDSHAKE_FAILURES: &str = "hookgate_tls_handshake_failures_total";
+pub const EVENTS: &str = "hookgate_events_total";
+pub const DELIVERIES: &str = "hookgate_deliveries_total";
+pub const DELIVERY_DURATION: &str = "hookgate_delivery_duration_seconds";
+pub const QUEUE_DEPTH: &str = "hookgate_queue_depth";
+pub const DEAD_LETTERS: &str = "hookgate_dead_letters";
+pub const OLDEST_PENDING: &str = "hookgate_oldest_pending_age_seconds";
+pub const CIRCUIT_OPEN: &str = "hookgate_circuit_open";
+pub const STORE_COMMIT_BATCH: &str = "hookgate_store_commit_batch_size";
+pub const STORE_COMMIT_DURATION: &str = "hookgate_store_commit_duration_seconds";
+pub const STORE_SIZE: &str = "hookgate_store_size_bytes";
 
 /// Label value for requests that matched no route.
 pub const NO_ROUTE: &str = "_none";
+
+const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -31,6 +43,8 @@ pub fn install() -> Option<PrometheusHandle> {
         .get_or_init(|| {
             let recorder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+                .ok()?
+                .set_buckets_for_metric(Matcher::Full(STORE_COMMIT_BATCH.into()), BATCH_BUCKETS)
                 .ok()?
                 .build_recorder();
             let handle = recorder.handle();

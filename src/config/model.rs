@@ -177,6 +177,8 @@ pub struct Target {
     pub headers_set: Vec<(HeaderName, HeaderValue)>,
     pub headers_remove: Vec<HeaderName>,
     pub tls: TargetTls,
+    /// Standard Webhooks signing key (decoded from `sign.secret`), when outbound signing is on.
+    pub sign_key: Option<Vec<u8>>,
 }
 
 #[derive(Debug, Clone, Copy)]

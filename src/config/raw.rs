@@ -251,7 +251,7 @@ pub struct RawTarget {
     pub filter: Option<Str>,
     pub transform: Option<Str>,
     pub headers: Option<RawHeaders>,
-    pub sign: Option<Spanned<de::IgnoredAny>>,
+    pub sign: Option<Spanned<RawSign>>,
     pub tls: Option<RawTargetTls>,
     pub timeout: Option<Str>,
     pub concurrency: Option<Str>,
@@ -298,4 +298,10 @@ impl<'de> Deserialize<'de> for Entries {
         }
         d.deserialize_map(V)
     }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSign {
+    pub secret: Option<Str>,
 }

@@ -569,16 +569,6 @@ fn route(raw: &Spanned<RawRoute>, defaults: &TargetDefaults, ctx: &mut Ctx) -> O
             None => Mode::Sync,
         },
     };
-    if mode == Mode::Async {
-        let mat = r.mode.as_ref().map(|m| m.referenced).unwrap_or(at);
-        ctx.err(
-            &mat,
-            format!(
-                "route `{name}`: mode async (the default) needs the durable buffer, which this build \
-                 does not have yet; set `mode: sync` to proxy synchronously"
-            ),
-        );
-    }
     let verify = match &r.verify {
         None => {
             ctx.err(&at, format!("route `{name}` needs `verify:` (write `none: true` to accept unsigned requests)"));
@@ -902,12 +892,22 @@ fn target(raw: &Spanned<RawTarget>, defaults: &TargetDefaults, ctx: &mut Ctx) ->
             );
         }
     }
-    if let Some(s) = &t.sign {
-        ctx.err(
-            &s.referenced,
-            "`sign` (outbound Standard Webhooks signature) is not available in this build yet",
-        );
-    }
+    let sign_key = t.sign.as_ref().and_then(|s| match &s.value.secret {
+        None => {
+            ctx.err(&s.referenced, "sign needs `secret` (whsec_<base64>)");
+            None
+        }
+        Some(sec) => {
+            let v = ctx.secret(sec)?;
+            match crate::deliver::sign::decode_secret(v.expose()) {
+                Ok(k) => Some(k),
+                Err(e) => {
+                    ctx.err(&sec.referenced, e);
+                    None
+                }
+            }
+        }
+    });
     let eff = defaults.overlay(
         t.timeout.as_ref(),
         t.concurrency.as_ref(),
@@ -959,5 +959,6 @@ fn target(raw: &Spanned<RawTarget>, defaults: &TargetDefaults, ctx: &mut Ctx) ->
         headers_set,
         headers_remove,
         tls,
+        sign_key,
     })
 }

@@ -5,7 +5,6 @@
 use super::client::HttpClient;
 use super::UpstreamError;
 use crate::config::{PathMatch, Target};
-use crate::verify::Verified;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, Uri};
@@ -71,28 +70,24 @@ pub fn target_uri(target: &Uri, route_path: &PathMatch, req: &Uri) -> Result<Uri
         .map_err(|e| UpstreamError::Request(format!("target URL: {e}")))
 }
 
-pub struct Forward<'a> {
-    pub client: &'a HttpClient,
-    pub target: &'a Target,
-    /// `https` when the request arrived over TLS.
+/// Where a request came from, captured on arrival and passed on as `X-Forwarded-*`.
+#[derive(Debug, Clone)]
+pub struct Forwarded {
+    pub for_chain: String,
     pub proto: &'static str,
-    /// Signature headers of the route's verifier: not passed on.
-    pub signature_headers: &'a [HeaderName],
-    /// Whether the TCP peer is a trusted proxy (its `X-Forwarded-For` chain is kept).
-    pub peer_trusted: bool,
-    pub peer_ip: std::net::IpAddr,
+    pub host: Option<String>,
 }
 
-impl Forward<'_> {
-    pub fn request(&self, req: &Verified) -> Result<Request<Full<Bytes>>, UpstreamError> {
-        let parts = req.parts();
-        let uri = target_uri(&self.target.url, &req.route().path, &parts.uri)?;
-        let mut headers = parts.headers.clone();
-        strip_hop_by_hop(&mut headers);
-        for h in self.signature_headers {
-            headers.remove(h);
-        }
-        let prior = self.peer_trusted.then(|| {
+impl Forwarded {
+    /// The peer is appended to the incoming `X-Forwarded-For` chain only when the peer is a
+    /// trusted proxy; otherwise the chain starts at the peer.
+    pub fn from_request(
+        parts: &http::request::Parts,
+        peer: std::net::IpAddr,
+        peer_trusted: bool,
+        tls: bool,
+    ) -> Self {
+        let prior = peer_trusted.then(|| {
             parts
                 .headers
                 .get_all("x-forwarded-for")
@@ -101,43 +96,81 @@ impl Forward<'_> {
                 .collect::<Vec<_>>()
                 .join(", ")
         });
-        let xff = match prior.filter(|p| !p.is_empty()) {
-            Some(p) => format!("{p}, {}", self.peer_ip),
-            None => self.peer_ip.to_string(),
+        let for_chain = match prior.filter(|p| !p.is_empty()) {
+            Some(p) => format!("{p}, {peer}"),
+            None => peer.to_string(),
         };
-        let host = crate::ingress::router::request_host(&parts.uri, &parts.headers);
+        Forwarded {
+            for_chain,
+            proto: if tls { "https" } else { "http" },
+            host: crate::ingress::router::request_host(&parts.uri, &parts.headers),
+        }
+    }
+}
+
+/// Everything that shapes the request to a target, whether forwarded now (sync) or later
+/// from the store (async).
+pub struct Outbound<'a> {
+    pub method: http::Method,
+    pub uri: &'a Uri,
+    /// The sender's headers as received.
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub forwarded: &'a Forwarded,
+    pub route_name: &'a str,
+    pub route_path: &'a PathMatch,
+    pub target: &'a Target,
+    /// The route verifier's signature headers: not passed on.
+    pub signature_headers: &'a [HeaderName],
+    /// Added last (`Hookgate-Event-Id`, `Hookgate-Attempt`, signing headers).
+    pub extra: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl Outbound<'_> {
+    pub fn into_request(self) -> Result<Request<Full<Bytes>>, UpstreamError> {
+        let uri = target_uri(&self.target.url, self.route_path, self.uri)?;
+        let mut headers = self.headers;
+        strip_hop_by_hop(&mut headers);
+        for h in self.signature_headers {
+            headers.remove(h);
+        }
         let set = |h: &mut HeaderMap, name: &'static str, v: &str| {
             if let Ok(v) = HeaderValue::from_str(v) {
                 h.insert(name, v);
             }
         };
-        set(&mut headers, "x-forwarded-for", &xff);
-        set(&mut headers, "x-forwarded-proto", self.proto);
-        if let Some(host) = &host {
+        set(&mut headers, "x-forwarded-for", &self.forwarded.for_chain);
+        set(&mut headers, "x-forwarded-proto", self.forwarded.proto);
+        if let Some(host) = &self.forwarded.host {
             set(&mut headers, "x-forwarded-host", host);
         }
-        set(&mut headers, "hookgate-route", &req.route().name);
+        set(&mut headers, "hookgate-route", self.route_name);
         for n in &self.target.headers_remove {
             headers.remove(n);
         }
         for (n, v) in &self.target.headers_set {
             headers.insert(n.clone(), v.clone());
         }
-        let mut out = Request::new(Full::new(req.body().clone()));
-        *out.method_mut() = parts.method.clone();
+        for (n, v) in self.extra {
+            headers.insert(n, v);
+        }
+        let mut out = Request::new(Full::new(self.body));
+        *out.method_mut() = self.method;
         *out.uri_mut() = uri;
         *out.headers_mut() = headers;
         Ok(out)
     }
+}
 
-    /// Sends the request and collects the target's answer, all within the target's timeout.
-    pub async fn send(&self, req: &Verified) -> Result<Response<Full<Bytes>>, UpstreamError> {
-        let out = self.request(req)?;
-        let timeout = self.target.timeout;
-        tokio::time::timeout(timeout, exchange(self.client, out))
-            .await
-            .map_err(|_| UpstreamError::Timeout(timeout))?
-    }
+/// Sends `req` and collects the answer, all within `timeout`.
+pub async fn send(
+    client: &HttpClient,
+    req: Request<Full<Bytes>>,
+    timeout: std::time::Duration,
+) -> Result<Response<Full<Bytes>>, UpstreamError> {
+    tokio::time::timeout(timeout, exchange(client, req))
+        .await
+        .map_err(|_| UpstreamError::Timeout(timeout))?
 }
 
 async fn exchange(

@@ -29,6 +29,9 @@ pub enum IngressError {
     RequestTimeout,
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
+    /// Not durable, so not accepted: the sender must retry.
+    #[error("storage cannot accept the event: {0}")]
+    StoreUnavailable(crate::store::StoreError),
 }
 
 pub type HttpResponse = Response<Full<Bytes>>;
@@ -61,6 +64,7 @@ impl IngressError {
             IngressError::RequestTimeout => StatusCode::GATEWAY_TIMEOUT,
             IngressError::Upstream(UpstreamError::Timeout(_)) => StatusCode::GATEWAY_TIMEOUT,
             IngressError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            IngressError::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -71,6 +75,9 @@ impl IngressError {
             IngressError::Unauthorized => "unauthorized".to_owned(),
             IngressError::Upstream(UpstreamError::Timeout(_)) => "target timed out".to_owned(),
             IngressError::Upstream(_) => "target unavailable".to_owned(),
+            IngressError::StoreUnavailable(_) => {
+                "temporarily unable to accept webhooks; retry later".to_owned()
+            }
             other => other.to_string(),
         };
         let mut r = error_json(status, &msg);
@@ -84,6 +91,9 @@ impl IngressError {
             }
             IngressError::RateLimited { retry_after_secs } => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+            }
+            IngressError::StoreUnavailable(_) => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
             }
             IngressError::PayloadTooLarge { .. } | IngressError::BodyTimeout => {
                 // The rest of the body is never read, so the connection cannot be reused.

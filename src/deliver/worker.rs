@@ -1,0 +1,403 @@
+//! Delivery workers: one per (route, target), each progressing on its own so that a slow or
+//! dead target never delays another. A worker claims due deliveries from the store (never
+//! more than it has free `concurrency` slots, so a backlog stays on disk), sends each one,
+//! classifies the answer and records the outcome with the next attempt time. A circuit
+//! breaker stops it hammering a target that keeps failing.
+
+use super::breaker::Breaker;
+use super::client::HttpClient;
+use super::proxy::{self, Forwarded, Outbound};
+use super::retry::{self, Outcome};
+use super::UpstreamError;
+use crate::admin::metrics as m;
+use crate::config::{Route, Target};
+use crate::store::{Attempt, Claimed, Completion, Store};
+use governor::{DefaultDirectRateLimiter, Quota};
+use http::{HeaderName, HeaderValue};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::{watch, Notify, Semaphore};
+
+/// Consecutive failures that open a target's circuit.
+const BREAKER_THRESHOLD: u32 = 5;
+/// Longest idle wait before looking at the store again (a fallback; enqueues wake workers).
+const IDLE_POLL: Duration = Duration::from_secs(1);
+
+pub struct TargetWorker {
+    store: Arc<dyn Store>,
+    route: Arc<Route>,
+    target: Target,
+    client: HttpClient,
+    signature_headers: Vec<HeaderName>,
+    sign_key: Option<Vec<u8>>,
+    limiter: Option<DefaultDirectRateLimiter>,
+    breaker: Mutex<Breaker>,
+    wake: Notify,
+    slots: Arc<Semaphore>,
+}
+
+impl TargetWorker {
+    pub fn new(
+        store: Arc<dyn Store>,
+        route: Arc<Route>,
+        target: Target,
+        client: HttpClient,
+        signature_headers: Vec<HeaderName>,
+    ) -> Self {
+        let limiter = target.rate_limit.map(|r| {
+            governor::RateLimiter::direct(Quota::per_second(r.per_second).allow_burst(r.burst))
+        });
+        let breaker = Breaker::new(
+            BREAKER_THRESHOLD,
+            target.retry.initial.max(Duration::from_millis(100)),
+            target.retry.max_delay.min(Duration::from_secs(300)),
+        );
+        TargetWorker {
+            sign_key: target.sign_key.clone(),
+            slots: Arc::new(Semaphore::new(target.concurrency.max(1))),
+            store,
+            route,
+            target,
+            client,
+            signature_headers,
+            limiter,
+            breaker: Mutex::new(breaker),
+            wake: Notify::new(),
+        }
+    }
+
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    pub fn circuit(&self) -> &'static str {
+        self.breaker.lock().map(|b| b.label()).unwrap_or("closed")
+    }
+
+    fn labels(&self) -> [(&'static str, String); 2] {
+        [
+            ("route", self.route.name.clone()),
+            ("target", self.target.name.clone()),
+        ]
+    }
+
+    /// Claims and delivers until `stop` turns true, then waits for attempts in flight.
+    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let lease = self.target.timeout + Duration::from_secs(30);
+        while !*stop.borrow() {
+            let first = tokio::select! {
+                p = self.slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+                _ = stop.changed() => break,
+            };
+            let free = 1 + self.slots.available_permits();
+            let admitted = match self.breaker.lock() {
+                Ok(mut b) => b.admit(free, Instant::now()),
+                Err(_) => free,
+            };
+            if admitted == 0 {
+                drop(first);
+                let reopen = self.breaker.lock().ok().and_then(|b| b.reopens_at());
+                let wait = reopen
+                    .map(|t| t.saturating_duration_since(Instant::now()))
+                    .unwrap_or(Duration::from_millis(100))
+                    .max(Duration::from_millis(10));
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {},
+                    _ = stop.changed() => break,
+                }
+                continue;
+            }
+            let batch = match self
+                .store
+                .claim(&self.route.name, &self.target.name, admitted, lease)
+                .await
+            {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(route = %self.route.name, target = %self.target.name, error = %e, "cannot claim deliveries");
+                    drop(first);
+                    tokio::select! {
+                        _ = tokio::time::sleep(IDLE_POLL) => {},
+                        _ = stop.changed() => break,
+                    }
+                    continue;
+                }
+            };
+            if batch.is_empty() {
+                drop(first);
+                self.idle(&mut stop).await;
+                continue;
+            }
+            let mut first = Some(first);
+            for claimed in batch {
+                let permit = match first.take() {
+                    Some(p) => p,
+                    None => match self.slots.clone().try_acquire_owned() {
+                        Ok(p) => p,
+                        // Cannot happen (we claimed no more than free slots); the lease expires
+                        // and the delivery is claimed again.
+                        Err(_) => break,
+                    },
+                };
+                let me = self.clone();
+                tokio::spawn(async move {
+                    me.attempt(claimed).await;
+                    drop(permit);
+                });
+            }
+        }
+        // Drain: wait until every slot is free again, i.e. every attempt has been recorded.
+        let n = u32::try_from(self.target.concurrency.max(1)).unwrap_or(u32::MAX);
+        let _ = self.slots.acquire_many(n).await;
+    }
+
+    /// Sleeps until woken by an enqueue, the next retry is due, or the poll interval passes.
+    async fn idle(&self, stop: &mut watch::Receiver<bool>) {
+        let wait = match self
+            .store
+            .next_due(&self.route.name, &self.target.name)
+            .await
+        {
+            Ok(Some(t)) => t
+                .duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO)
+                .min(IDLE_POLL),
+            _ => IDLE_POLL,
+        };
+        if wait.is_zero() {
+            // Due but leased elsewhere or just released: a short pause avoids a busy loop.
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(5)) => {},
+                _ = stop.changed() => {},
+            }
+            return;
+        }
+        tokio::select! {
+            _ = self.wake.notified() => {},
+            _ = tokio::time::sleep(wait) => {},
+            _ = stop.changed() => {},
+        }
+    }
+
+    fn request(
+        &self,
+        c: &Claimed,
+        attempt_no: u32,
+    ) -> Result<http::Request<http_body_util::Full<bytes::Bytes>>, UpstreamError> {
+        let ev = &c.event;
+        let uri: http::Uri = ev
+            .path_and_query
+            .parse()
+            .map_err(|e| UpstreamError::Request(format!("stored path: {e}")))?;
+        let mut headers = http::HeaderMap::with_capacity(ev.headers.len() + 8);
+        for (n, v) in &ev.headers {
+            if let (Ok(n), Ok(v)) = (
+                HeaderName::from_bytes(n.as_bytes()),
+                HeaderValue::from_bytes(v),
+            ) {
+                headers.append(n, v);
+            }
+        }
+        let mut extra = vec![
+            (
+                HeaderName::from_static("hookgate-event-id"),
+                HeaderValue::from_str(&ev.id).map_err(|e| UpstreamError::Request(e.to_string()))?,
+            ),
+            (
+                HeaderName::from_static("hookgate-attempt"),
+                HeaderValue::from(attempt_no),
+            ),
+        ];
+        if let Some(key) = &self.sign_key {
+            let ts = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            let sig = super::sign::signature(key, &ev.id, ts, &ev.body);
+            let hv = |s: &str| {
+                HeaderValue::from_str(s).map_err(|e| UpstreamError::Request(e.to_string()))
+            };
+            extra.push((HeaderName::from_static("webhook-id"), hv(&ev.id)?));
+            extra.push((
+                HeaderName::from_static("webhook-timestamp"),
+                HeaderValue::from(ts),
+            ));
+            extra.push((HeaderName::from_static("webhook-signature"), hv(&sig)?));
+        }
+        let forwarded = Forwarded {
+            for_chain: ev.forwarded_for.clone(),
+            proto: if ev.forwarded_proto == "https" {
+                "https"
+            } else {
+                "http"
+            },
+            host: ev.forwarded_host.clone(),
+        };
+        Outbound {
+            method: http::Method::from_bytes(ev.method.as_bytes()).unwrap_or(http::Method::POST),
+            uri: &uri,
+            headers,
+            body: ev.body.clone(),
+            forwarded: &forwarded,
+            route_name: &self.route.name,
+            route_path: &self.route.path,
+            target: &self.target,
+            signature_headers: &self.signature_headers,
+            extra,
+        }
+        .into_request()
+    }
+
+    async fn attempt(&self, c: Claimed) {
+        if let Some(l) = &self.limiter {
+            l.until_ready().await;
+        }
+        let attempt_no = c.attempts + 1;
+        let started_at = SystemTime::now();
+        let start = Instant::now();
+        let result = match self.request(&c, attempt_no) {
+            Ok(req) => proxy::send(&self.client, req, self.target.timeout).await,
+            Err(e) => Err(e),
+        };
+        let elapsed = start.elapsed();
+        let (outcome, status, error) = match &result {
+            Ok(resp) => {
+                let ra = resp
+                    .headers()
+                    .get(http::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| retry::parse_retry_after(v, SystemTime::now()));
+                let o = retry::classify(resp.status().as_u16(), ra);
+                let err = match &o {
+                    Outcome::Success => None,
+                    Outcome::Retry { reason, .. } | Outcome::Fatal { reason } => {
+                        Some(reason.clone())
+                    }
+                };
+                (o, Some(resp.status().as_u16()), err)
+            }
+            Err(e) if e.retryable() => (
+                Outcome::Retry {
+                    reason: e.to_string(),
+                    retry_after: None,
+                },
+                None,
+                Some(e.to_string()),
+            ),
+            Err(e) => (
+                Outcome::Fatal {
+                    reason: e.to_string(),
+                },
+                None,
+                Some(e.to_string()),
+            ),
+        };
+        if let Ok(mut b) = self.breaker.lock() {
+            match &outcome {
+                // A 4xx comes from a live target: it says nothing about the target's health.
+                Outcome::Success | Outcome::Fatal { .. } => b.success(),
+                Outcome::Retry { .. } => b.failure(Instant::now()),
+            }
+        }
+        let retry = &self.target.retry;
+        let completion = match outcome {
+            Outcome::Success => Completion::Delivered,
+            Outcome::Fatal { reason } => Completion::Dead { error: reason },
+            Outcome::Retry {
+                reason,
+                retry_after,
+            } => {
+                let age = SystemTime::now()
+                    .duration_since(c.created_at)
+                    .unwrap_or(Duration::ZERO);
+                if attempt_no >= retry.max_attempts {
+                    Completion::Dead {
+                        error: format!("{reason}; gave up after {attempt_no} attempts"),
+                    }
+                } else if age >= retry.max_age {
+                    Completion::Dead {
+                        error: format!("{reason}; gave up after max_age {:?}", retry.max_age),
+                    }
+                } else {
+                    let d = retry::delay(
+                        attempt_no,
+                        retry.initial,
+                        retry.max_delay,
+                        retry_after,
+                        fastrand::f64(),
+                    );
+                    Completion::Retry {
+                        at: SystemTime::now() + d,
+                        error: reason,
+                    }
+                }
+            }
+        };
+        let label = match &completion {
+            Completion::Delivered => "delivered",
+            Completion::Retry { .. } => "retry",
+            Completion::Dead { .. } => "dead",
+        };
+        metrics::counter!(m::DELIVERIES, "route" => self.route.name.clone(), "target" => self.target.name.clone(), "outcome" => label)
+            .increment(1);
+        metrics::histogram!(m::DELIVERY_DURATION, &self.labels()).record(elapsed.as_secs_f64());
+        tracing::info!(
+            target: "hookgate::delivery",
+            route = %self.route.name,
+            target_name = %self.target.name,
+            event_id = %c.event.id,
+            attempt = attempt_no,
+            status = status.map(i64::from).unwrap_or(-1),
+            outcome = label,
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            error = error.as_deref().unwrap_or(""),
+            "delivery attempt"
+        );
+        let record = Attempt {
+            at_ms: crate::store::to_ms(started_at),
+            status,
+            error,
+            duration_ms: i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX),
+        };
+        if let Err(e) = self.store.complete(c.delivery_id, record, completion).await {
+            // The lease runs out and the delivery is attempted again: at least once holds.
+            tracing::error!(route = %self.route.name, target = %self.target.name, event_id = %c.event.id, error = %e, "cannot record a delivery outcome");
+        }
+    }
+}
+
+/// All workers, by (route, target).
+pub struct Engine {
+    pub workers: HashMap<(String, String), Arc<TargetWorker>>,
+}
+
+impl Engine {
+    pub fn wake(&self, route: &str, target: &str) {
+        if let Some(w) = self.workers.get(&(route.to_owned(), target.to_owned())) {
+            w.wake();
+        }
+    }
+
+    pub fn wake_route(&self, route: &str) {
+        for ((r, _), w) in &self.workers {
+            if r == route {
+                w.wake();
+            }
+        }
+    }
+
+    pub fn wake_all(&self) {
+        for w in self.workers.values() {
+            w.wake();
+        }
+    }
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("workers", &self.workers.len())
+            .finish()
+    }
+}
