@@ -31,6 +31,8 @@ pub struct TestReceiver {
     pub received: Arc<Mutex<Vec<Received>>>,
     pub status: Arc<AtomicU16>,
     pub delay_ms: Arc<AtomicU64>,
+    /// Answers to give first, in order: (status, Retry-After); then `status`.
+    pub script: Arc<Mutex<std::collections::VecDeque<(u16, Option<&'static str>)>>>,
 }
 
 impl TestReceiver {
@@ -41,6 +43,7 @@ impl TestReceiver {
             received: Default::default(),
             status: Arc::new(AtomicU16::new(200)),
             delay_ms: Arc::new(AtomicU64::new(0)),
+            script: Default::default(),
         };
         let me = r.clone();
         tokio::spawn(async move {
@@ -65,10 +68,16 @@ impl TestReceiver {
                             if d > 0 {
                                 tokio::time::sleep(Duration::from_millis(d)).await;
                             }
+                            let scripted = me.script.lock().unwrap().pop_front();
+                            let (status, retry_after) =
+                                scripted.unwrap_or((me.status.load(Ordering::SeqCst), None));
                             let mut resp =
                                 Response::new(Full::new(Bytes::from_static(b"{\"ok\":true}")));
-                            *resp.status_mut() =
-                                StatusCode::from_u16(me.status.load(Ordering::SeqCst)).unwrap();
+                            *resp.status_mut() = StatusCode::from_u16(status).unwrap();
+                            if let Some(ra) = retry_after {
+                                resp.headers_mut()
+                                    .insert("retry-after", ra.parse().unwrap());
+                            }
                             resp.headers_mut()
                                 .insert("x-receiver", "yes".parse().unwrap());
                             Ok::<_, std::convert::Infallible>(resp)
@@ -89,6 +98,23 @@ impl TestReceiver {
 
     pub fn count(&self) -> usize {
         self.received.lock().unwrap().len()
+    }
+
+    pub fn all(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+
+    /// Waits (up to `secs`) until at least `n` requests have arrived.
+    pub async fn wait_for(&self, n: usize, secs: u64) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+        while self.count() < n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "receiver got {} of {n} requests",
+                self.count()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     pub fn last(&self) -> Received {
@@ -131,6 +157,7 @@ pub fn write_config(dir: &Path, yaml: &str) -> PathBuf {
 /// Starts a gateway from `yaml` (written into a fresh temp dir, where `setup` may first put
 /// certificates). Listen addresses should use port 0.
 pub async fn start_gateway(yaml: &str, setup: impl FnOnce(&Path)) -> TestGateway {
+    init_logs();
     let dir = tempfile::tempdir().unwrap();
     setup(dir.path());
     let path = write_config(dir.path(), yaml);
@@ -244,4 +271,55 @@ pub async fn plain(addr: SocketAddr, req: Request<Full<Bytes>>) -> Answer {
 
 pub fn github_sig(secret: &str, body: &[u8]) -> String {
     hookgate::verify::github::sign(secret, body)
+}
+
+/// GET on the admin listener with a JSON answer.
+pub async fn admin_get(admin: SocketAddr, path: &str) -> (StatusCode, serde_json::Value) {
+    let req = Request::get(path)
+        .header("host", "admin")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let a = plain(admin, req).await;
+    (
+        a.status,
+        serde_json::from_slice(&a.body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+pub async fn admin_post(
+    admin: SocketAddr,
+    path: &str,
+    body: &str,
+) -> (StatusCode, serde_json::Value) {
+    let req = Request::post(path)
+        .header("host", "admin")
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::copy_from_slice(body.as_bytes())))
+        .unwrap();
+    let a = plain(admin, req).await;
+    (
+        a.status,
+        serde_json::from_slice(&a.body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// Starts a gateway from `yaml` in an existing folder (a restart on the same store).
+pub async fn start_in(dir: &Path, yaml: &str) -> hookgate::app::Gateway {
+    init_logs();
+    let path = write_config(dir, yaml);
+    let loaded = match hookgate::config::load(&path) {
+        Ok(l) => l,
+        Err(e) => panic!("config invalid:\n{e}"),
+    };
+    hookgate::app::Gateway::start(loaded.config).await.unwrap()
+}
+
+/// Gateway logs in test output, filtered by RUST_LOG (silent by default).
+pub fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
 }
