@@ -15,6 +15,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 
+/// A scripted answer: status and an optional `Retry-After`.
+pub type Scripted = (u16, Option<&'static str>);
+
 #[derive(Debug, Clone)]
 pub struct Received {
     pub method: http::Method,
@@ -32,7 +35,7 @@ pub struct TestReceiver {
     pub status: Arc<AtomicU16>,
     pub delay_ms: Arc<AtomicU64>,
     /// Answers to give first, in order: (status, Retry-After); then `status`.
-    pub script: Arc<Mutex<std::collections::VecDeque<(u16, Option<&'static str>)>>>,
+    pub script: Arc<Mutex<std::collections::VecDeque<Scripted>>>,
 }
 
 impl TestReceiver {
