@@ -1,0 +1,383 @@
+//! Store conformance: the same checks for every `Store` implementation (today the embedded
+//! SQLite store), plus a randomized model check: random sequences of enqueue / claim /
+//! deliver / retry / dead-letter / replay / restart, compared after every step with a
+//! simple in-memory model. No delivery may be lost, handed out twice under a lease, or
+//! leave `pending` except through an explicit completion.
+
+use hookgate::store::embedded::EmbeddedStore;
+use hookgate::store::*;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+fn event(id: &str, targets: &[&str], dedup: Option<&str>) -> NewEvent {
+    NewEvent {
+        id: id.to_owned(),
+        route: "r".into(),
+        method: "POST".into(),
+        path_and_query: "/in?x=1".into(),
+        headers: vec![
+            ("content-type".into(), b"application/json".to_vec()),
+            ("x-bin".into(), vec![0xff, 0]),
+        ],
+        body: bytes::Bytes::from(format!("{{\"id\":\"{id}\"}}")),
+        client_ip: "192.0.2.1".parse().unwrap(),
+        received_at: SystemTime::now(),
+        forwarded_for: "192.0.2.1".into(),
+        forwarded_proto: "https".into(),
+        forwarded_host: Some("hooks.example".into()),
+        targets: targets.iter().map(|t| t.to_string()).collect(),
+        filtered: vec![],
+        dedup: dedup.map(|d| (d.to_owned(), Duration::from_secs(3600))),
+    }
+}
+
+fn attempt() -> Attempt {
+    Attempt {
+        at_ms: to_ms(SystemTime::now()),
+        status: Some(200),
+        error: None,
+        duration_ms: 1,
+    }
+}
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+async fn conformance(open: impl Fn() -> Arc<dyn Store>) {
+    let s = open();
+    // Ack after commit, with the exact bytes and headers back.
+    assert_eq!(
+        s.enqueue(event("e1", &["a", "b"], Some("k1")))
+            .await
+            .unwrap(),
+        Enqueued::Stored { id: "e1".into() }
+    );
+    assert_eq!(
+        s.enqueue(event("e2", &["a"], Some("k1"))).await.unwrap(),
+        Enqueued::Duplicate { id: "e1".into() }
+    );
+    let c = s.claim("r", "a", 10, HOUR).await.unwrap();
+    assert_eq!(c.len(), 1);
+    assert_eq!(c[0].event.id, "e1");
+    assert_eq!(c[0].event.headers[1], ("x-bin".to_owned(), vec![0xff, 0]));
+    assert_eq!(&c[0].event.body[..], b"{\"id\":\"e1\"}");
+    assert_eq!(c[0].event.path_and_query, "/in?x=1");
+    // Leased: not handed out again.
+    assert!(s.claim("r", "a", 10, HOUR).await.unwrap().is_empty());
+    // Targets progress independently.
+    assert_eq!(s.claim("r", "b", 10, HOUR).await.unwrap().len(), 1);
+
+    // Retry at a time in the future: not due before it.
+    let later = SystemTime::now() + Duration::from_millis(300);
+    s.complete(
+        c[0].delivery_id,
+        attempt(),
+        Completion::Retry {
+            at: later,
+            error: "503".into(),
+        },
+    )
+    .await
+    .unwrap();
+    assert!(s.claim("r", "a", 10, HOUR).await.unwrap().is_empty());
+    let due = s.next_due("r", "a").await.unwrap().unwrap();
+    assert!(due >= later - Duration::from_millis(2));
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let c = s.claim("r", "a", 10, HOUR).await.unwrap();
+    assert_eq!(c[0].attempts, 1);
+    s.complete(
+        c[0].delivery_id,
+        attempt(),
+        Completion::Dead {
+            error: "410".into(),
+        },
+    )
+    .await
+    .unwrap();
+    let dead = s
+        .list_dead(Some("r".into()), Some("a".into()), 10)
+        .await
+        .unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        s.replay_dead(DeadSelector::AllFor {
+            route: "r".into(),
+            target: "a".into()
+        })
+        .await
+        .unwrap(),
+        1
+    );
+    let c = s.claim("r", "a", 10, HOUR).await.unwrap();
+    assert_eq!(c.len(), 1);
+    s.complete(c[0].delivery_id, attempt(), Completion::Delivered)
+        .await
+        .unwrap();
+    let detail = s.get_event("e1").await.unwrap().unwrap();
+    assert_eq!(detail.attempts.len(), 3);
+    assert_eq!(
+        s.replay_event("missing", None)
+            .await
+            .unwrap_err()
+            .to_string(),
+        "not found"
+    );
+
+    // Restart: a lease held by the dead process is void; pending work is due again.
+    drop(s);
+    let s = open();
+    let c = s.claim("r", "b", 10, HOUR).await.unwrap();
+    assert_eq!(
+        c.len(),
+        1,
+        "in-flight delivery must be retried after restart"
+    );
+    s.complete(c[0].delivery_id, attempt(), Completion::Delivered)
+        .await
+        .unwrap();
+
+    // Listing, newest first, with filters and cursor.
+    for i in 0..5 {
+        s.enqueue(event(&format!("f{i}"), &["a"], None))
+            .await
+            .unwrap();
+    }
+    let page = s
+        .list_events(EventQuery {
+            limit: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        page.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+        vec!["f4", "f3"]
+    );
+    let next = s
+        .list_events(EventQuery {
+            limit: 2,
+            before: Some("f3".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(next[0].id, "f2");
+    let delivered = s
+        .list_events(EventQuery {
+            state: Some(DeliveryState::Delivered),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        delivered.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+        vec!["e1"]
+    );
+
+    // Retention removes only finished events.
+    assert_eq!(
+        s.purge(SystemTime::now() + Duration::from_secs(1), 100)
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(s.get_event("e1").await.unwrap().is_none());
+    assert!(s.get_event("f0").await.unwrap().is_some());
+
+    // A target that left the config: its pending work becomes dead letters, not lost.
+    assert_eq!(
+        s.retire_targets(vec![("r".into(), "b".into())])
+            .await
+            .unwrap(),
+        5
+    );
+    assert_eq!(
+        s.list_dead(None, Some("a".into()), 100)
+            .await
+            .unwrap()
+            .len(),
+        5
+    );
+}
+
+fn embedded(dir: &std::path::Path) -> impl Fn() -> Arc<dyn Store> + '_ {
+    move || -> Arc<dyn Store> {
+        // The previous instance's writer thread may still hold the lock for a moment.
+        for _ in 0..100 {
+            if let Ok(s) = EmbeddedStore::open(dir, u64::MAX) {
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        EmbeddedStore::open(dir, u64::MAX).unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_store_conforms() {
+    let dir = tempfile::tempdir().unwrap();
+    conformance(embedded(dir.path())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_store_refuses_a_second_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let _s = EmbeddedStore::open(dir.path(), u64::MAX).unwrap();
+    let err = EmbeddedStore::open(dir.path(), u64::MAX).err().unwrap();
+    assert!(err.to_string().contains("in use"), "{err}");
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum M {
+    Pending,
+    Delivered,
+    Dead,
+}
+
+async fn model_check(seed: u64, open: impl Fn() -> Arc<dyn Store>) {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let targets = ["a", "b", "c"];
+    let mut s = open();
+    // delivery id → (target, state); the ids currently leased.
+    let mut model: HashMap<i64, (&str, M)> = HashMap::new();
+    let mut leased: HashMap<i64, &str> = HashMap::new();
+    let mut pending_new: HashMap<&str, usize> = HashMap::new();
+    let mut n = 0;
+    for step in 0..300 {
+        match rng.u8(0..100) {
+            0..=29 => {
+                n += 1;
+                let ts: Vec<&str> = targets.iter().copied().filter(|_| rng.bool()).collect();
+                s.enqueue(event(&format!("ev{seed}-{n}"), &ts, None))
+                    .await
+                    .unwrap();
+                for t in ts {
+                    *pending_new.entry(t).or_default() += 1;
+                }
+            }
+            30..=59 => {
+                let t = targets[rng.usize(0..3)];
+                let claimed = s.claim("r", t, rng.usize(1..5), HOUR).await.unwrap();
+                for c in claimed {
+                    let id = c.delivery_id;
+                    match model.get(&id) {
+                        None => {
+                            let left = pending_new.get_mut(t).unwrap();
+                            assert!(
+                                *left > 0,
+                                "step {step}: claimed a delivery that was never enqueued"
+                            );
+                            *left -= 1;
+                            model.insert(id, (t, M::Pending));
+                        }
+                        Some((mt, st)) => {
+                            assert_eq!(*mt, t);
+                            assert_eq!(
+                                *st,
+                                M::Pending,
+                                "step {step}: claimed a finished delivery {id}"
+                            );
+                        }
+                    }
+                    assert!(
+                        leased.insert(id, t).is_none(),
+                        "step {step}: {id} handed out twice under a lease"
+                    );
+                }
+            }
+            60..=89 => {
+                let Some(&id) = leased.keys().nth(rng.usize(0..leased.len().max(1))) else {
+                    continue;
+                };
+                leased.remove(&id);
+                let (c, st) = match rng.u8(0..3) {
+                    0 => (Completion::Delivered, M::Delivered),
+                    1 => (
+                        Completion::Retry {
+                            at: SystemTime::now(),
+                            error: "x".into(),
+                        },
+                        M::Pending,
+                    ),
+                    _ => (Completion::Dead { error: "x".into() }, M::Dead),
+                };
+                s.complete(id, attempt(), c).await.unwrap();
+                model.get_mut(&id).unwrap().1 = st;
+            }
+            90..=94 => {
+                let t = targets[rng.usize(0..3)];
+                let n = s
+                    .replay_dead(DeadSelector::AllFor {
+                        route: "r".into(),
+                        target: t.into(),
+                    })
+                    .await
+                    .unwrap();
+                let mut expected = 0;
+                for (mt, st) in model.values_mut() {
+                    if *mt == t && *st == M::Dead {
+                        *st = M::Pending;
+                        expected += 1;
+                    }
+                }
+                assert_eq!(n, expected, "step {step}: replay count");
+            }
+            _ => {
+                // Restart: leases vanish with the process.
+                drop(s);
+                s = open();
+                leased.clear();
+            }
+        }
+        // The store's counts agree with the model after every step.
+        let stats = s.stats().await.unwrap();
+        for t in targets {
+            let st = stats
+                .iter()
+                .find(|x| x.target == t)
+                .cloned()
+                .unwrap_or_default();
+            let count = |m: M| model.values().filter(|(mt, s)| *mt == t && *s == m).count() as u64;
+            let new = *pending_new.get(t).unwrap_or(&0) as u64;
+            assert_eq!(
+                st.pending,
+                count(M::Pending) + new,
+                "step {step} target {t} pending"
+            );
+            assert_eq!(
+                st.delivered,
+                count(M::Delivered),
+                "step {step} target {t} delivered"
+            );
+            assert_eq!(st.dead, count(M::Dead), "step {step} target {t} dead");
+        }
+    }
+    // Nothing is lost: after a restart every pending delivery can be claimed.
+    drop(s);
+    let s = open();
+    for t in targets {
+        let mut got = 0;
+        loop {
+            let c = s.claim("r", t, 50, HOUR).await.unwrap();
+            if c.is_empty() {
+                break;
+            }
+            got += c.len();
+        }
+        let pending = model
+            .values()
+            .filter(|(mt, st)| *mt == t && *st == M::Pending)
+            .count()
+            + pending_new.get(t).copied().unwrap_or(0);
+        assert_eq!(got, pending, "target {t}: pending deliveries lost");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_store_matches_the_model() {
+    for seed in 1..=4 {
+        let dir = tempfile::tempdir().unwrap();
+        model_check(seed, embedded(dir.path())).await;
+    }
+}
