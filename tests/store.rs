@@ -6,7 +6,7 @@
 
 use hookgate::store::embedded::EmbeddedStore;
 use hookgate::store::*;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
