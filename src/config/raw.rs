@@ -171,25 +171,33 @@ pub enum RawDedup {
 
 impl<'de> Deserialize<'de> for RawDedup {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct Settings {
-            window: Option<Str>,
-            header: Option<Str>,
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawDedup;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("false, or a mapping with `window` and/or `header`")
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<RawDedup, E> {
+                Ok(RawDedup::Switch(Scalar(v.to_string())))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawDedup, E> {
+                Ok(RawDedup::Switch(Scalar(v.to_owned())))
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut m: A) -> Result<RawDedup, A::Error> {
+                let (mut window, mut header) = (None, None);
+                while let Some(k) = m.next_key::<String>()? {
+                    match k.as_str() {
+                        "window" => window = Some(m.next_value::<Str>()?),
+                        "header" => header = Some(m.next_value::<Str>()?),
+                        other => {
+                            return Err(de::Error::unknown_field(other, &["window", "header"]))
+                        }
+                    }
+                }
+                Ok(RawDedup::Settings { window, header })
+            }
         }
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Either {
-            Settings(Settings),
-            Switch(Scalar),
-        }
-        Ok(match Either::deserialize(d)? {
-            Either::Settings(s) => RawDedup::Settings {
-                window: s.window,
-                header: s.header,
-            },
-            Either::Switch(s) => RawDedup::Switch(s),
-        })
+        d.deserialize_any(V)
     }
 }
 
