@@ -296,6 +296,6 @@ pub trait Store: Send + Sync + 'static {
     fn purge(&self, older_than: SystemTime, batch: usize) -> BoxFut<'_, Result<usize, StoreError>>;
     /// Bytes the store occupies on disk.
     fn size_on_disk(&self) -> u64;
-    /// False while the store cannot commit (readiness turns 503).
+    /// False while the store cannot commit or is at `max_size` (readiness turns 503).
     fn healthy(&self) -> bool;
 }

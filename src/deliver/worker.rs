@@ -299,6 +299,8 @@ impl TargetWorker {
                 Outcome::Success | Outcome::Fatal { .. } => b.success(),
                 Outcome::Retry { .. } => b.failure(Instant::now()),
             }
+            let open = if b.label() == "closed" { 0.0 } else { 1.0 };
+            metrics::gauge!(m::CIRCUIT_OPEN, &self.labels()).set(open);
         }
         let retry = &self.target.retry;
         let completion = match outcome {

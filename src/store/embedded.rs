@@ -118,7 +118,8 @@ fn open_conn(path: &Path) -> rusqlite::Result<Connection> {
         "PRAGMA auto_vacuum = INCREMENTAL;
          PRAGMA journal_mode = WAL;
          PRAGMA synchronous = FULL;
-         PRAGMA temp_store = MEMORY;",
+         PRAGMA temp_store = MEMORY;
+         PRAGMA cache_size = -65536;",
     )?;
     Ok(conn)
 }
@@ -268,18 +269,19 @@ fn run_batch(conn: &mut Connection, batch: Vec<Op>) -> BatchResult {
         }
     };
     let mut finishers = Vec::with_capacity(batch.len());
+    let run = |sql: &str| txn.prepare_cached(sql).and_then(|mut s| s.execute([]));
     for op in batch {
-        if let Err(e) = txn.execute_batch("SAVEPOINT op") {
+        if let Err(e) = run("SAVEPOINT op") {
             // Cannot isolate this operation: run it anyway; a failure surfaces at commit.
             tracing::warn!(error = %e, "savepoint failed");
         }
         let (ok, finish) = op(&txn);
         let end = if ok {
-            "RELEASE op"
+            run("RELEASE op")
         } else {
-            "ROLLBACK TO op; RELEASE op"
+            run("ROLLBACK TO op").and_then(|_| run("RELEASE op"))
         };
-        if let Err(e) = txn.execute_batch(end) {
+        if let Err(e) = end {
             tracing::warn!(error = %e, "savepoint release failed");
         }
         finishers.push(finish);
@@ -771,7 +773,7 @@ impl Store for EmbeddedStore {
     }
 
     fn healthy(&self) -> bool {
-        self.healthy.load(Ordering::Acquire)
+        self.healthy.load(Ordering::Acquire) && self.size_on_disk() < self.max_size
     }
 
     fn size_on_disk(&self) -> u64 {
