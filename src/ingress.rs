@@ -4,6 +4,7 @@
 //! (`error.rs`); every request ends in one access-log event and the request metrics.
 
 pub mod client_ip;
+pub mod diagnostics;
 pub mod error;
 pub mod limits;
 pub mod router;
@@ -63,10 +64,12 @@ impl Runtime {
                 .map(|t| client::build(&t.tls))
                 .collect::<Result<Vec<_>, _>>()?;
             let signature_headers = match &r.verify {
-                VerifySpec::Github { .. } => vec![
-                    HeaderName::from_static("x-hub-signature-256"),
-                    HeaderName::from_static("x-hub-signature"),
-                ],
+                VerifySpec::Provider(p) => p
+                    .provider
+                    .signature_headers()
+                    .iter()
+                    .map(|h| HeaderName::from_static(h))
+                    .collect(),
                 VerifySpec::Hmac(h) => vec![h.header.clone()],
                 VerifySpec::None => vec![],
             };
@@ -106,6 +109,7 @@ pub struct Ingress {
     /// The durable buffer; `None` when no route is async.
     pub store: Option<Arc<dyn Store>>,
     pub engine: Arc<Engine>,
+    pub diagnostics: diagnostics::Diagnostics,
 }
 
 impl Ingress {
@@ -114,6 +118,7 @@ impl Ingress {
             runtime: ArcSwap::from_pointee(runtime),
             store,
             engine,
+            diagnostics: Default::default(),
         }
     }
 
@@ -124,17 +129,7 @@ impl Ingress {
         let (method, path) = (req.method().clone(), req.uri().path().to_owned());
         let mut route = m::NO_ROUTE.to_owned();
         let mut client = conn.peer.ip();
-        let resp = match pipeline(
-            &rt,
-            self.store.as_ref(),
-            &self.engine,
-            req,
-            conn,
-            &mut route,
-            &mut client,
-        )
-        .await
-        {
+        let resp = match pipeline(&rt, self, req, conn, &mut route, &mut client).await {
             Ok(r) => r,
             Err(e) => {
                 match &e {
@@ -171,8 +166,7 @@ impl Ingress {
 
 async fn pipeline(
     rt: &Runtime,
-    store: Option<&Arc<dyn Store>>,
-    engine: &Engine,
+    ing: &Ingress,
     req: Request<Incoming>,
     conn: ConnInfo,
     route_name: &mut String,
@@ -198,6 +192,24 @@ async fn pipeline(
         l.check(ip).map_err(|wait| IngressError::RateLimited {
             retry_after_secs: limits::retry_after_secs(wait),
         })?;
+    }
+
+    // Meta's subscription check is a signed-less GET answered here, never forwarded.
+    if let (VerifySpec::Provider(p), &Method::GET) = (&route.cfg.verify, &parts.method) {
+        if p.provider == crate::config::Provider::Meta {
+            let a = crate::verify::handshake::meta_subscribe(p, parts.uri.query());
+            handshake_metric(&route.cfg.name, "meta");
+            if a.status != StatusCode::OK {
+                ing.diagnostics.record(
+                    &route.cfg.name,
+                    ip,
+                    "handshake",
+                    "meta hub.verify_token did not match",
+                    false,
+                );
+            }
+            return Ok(handshake_response(a));
+        }
     }
 
     // Body: refuse a declared oversize at once; cap a chunked one mid-stream.
@@ -232,13 +244,17 @@ async fn pipeline(
         body,
         route: route.cfg.clone(),
         client_ip: ip,
+        tls: conn.tls,
     };
     let (verified, matched) = route.verifier.verify(unverified, SystemTime::now()).map_err(|r| {
+        ing.diagnostics.record(&route.cfg.name, ip, r.kind, &r.detail, false);
         metrics::counter!(m::VERIFY_FAILURES, "route" => route.cfg.name.clone(), "reason" => r.kind).increment(1);
         tracing::warn!(route = %route.cfg.name, client_ip = %ip, reason = %r.detail, "signature verification failed");
         IngressError::Unauthorized
     })?;
     if let Some(r) = verified.shadow_failure() {
+        ing.diagnostics
+            .record(&route.cfg.name, ip, r.kind, &r.detail, true);
         metrics::counter!(m::VERIFY_SHADOW_FAILURES, "route" => route.cfg.name.clone(), "reason" => r.kind)
             .increment(1);
         tracing::warn!(route = %route.cfg.name, client_ip = %ip, reason = %r.detail, "verification failed (shadow mode: let through)");
@@ -247,8 +263,32 @@ async fn pipeline(
         metrics::counter!(m::SECRET_MATCHES, "route" => route.cfg.name.clone(), "index" => i.to_string()).increment(1);
     }
 
+    // Handshakes a provider sends before events: answered here, in either mode.
+    if let VerifySpec::Provider(p) = &route.cfg.verify {
+        if let Some(a) = crate::verify::handshake::after_verification(p, verified.body()) {
+            handshake_metric(&route.cfg.name, p.provider.name());
+            return Ok(handshake_response(a));
+        }
+    }
+
+    let store = ing.store.as_ref();
+    let engine = &ing.engine;
     match route.cfg.mode {
-        Mode::Sync => forward_sync(route, &verified, conn, &server.trusted_proxies).await,
+        Mode::Sync => {
+            // Without a store, sync routes remember recent delivery ids in memory (bounded).
+            if let Some((id, window)) =
+                dedup_key(&route.cfg, &verified.parts().headers, verified.body())
+            {
+                if ing.diagnostics.seen_recently(&route.cfg.name, &id, window) {
+                    metrics::counter!(m::EVENTS, "route" => route.cfg.name.clone(), "result" => "duplicate").increment(1);
+                    return Ok(error::json(
+                        StatusCode::OK,
+                        serde_json::json!({ "duplicate": true }).to_string(),
+                    ));
+                }
+            }
+            forward_sync(route, &verified, conn, &server.trusted_proxies).await
+        }
         Mode::Async => match store {
             Some(store) => {
                 enqueue(
@@ -269,18 +309,28 @@ async fn pipeline(
 }
 
 /// The provider's delivery id for deduplication, when the route has one.
-fn dedup_key(route: &Route, headers: &http::HeaderMap) -> Option<(String, std::time::Duration)> {
+fn dedup_key(
+    route: &Route,
+    headers: &http::HeaderMap,
+    body: &[u8],
+) -> Option<(String, std::time::Duration)> {
     let Dedup::On { window, header } = &route.dedup else {
         return None;
     };
-    let name = match (header, &route.verify) {
-        (Some(h), _) => h.as_str(),
-        (None, VerifySpec::Github { .. }) => "x-github-delivery",
-        (None, VerifySpec::Hmac(h)) => h.id_header.as_ref()?.as_str(),
+    let id = match (header, &route.verify) {
+        (Some(h), _) => headers.get(h)?.to_str().ok()?.trim().to_owned(),
+        (None, VerifySpec::Provider(p)) => {
+            crate::verify::providers::delivery_id(p.provider, headers, body)?
+        }
+        (None, VerifySpec::Hmac(h)) => headers
+            .get(h.id_header.as_ref()?)?
+            .to_str()
+            .ok()?
+            .trim()
+            .to_owned(),
         (None, VerifySpec::None) => return None,
     };
-    let v = headers.get(name)?.to_str().ok()?.trim();
-    (!v.is_empty()).then(|| (v.to_owned(), *window))
+    (!id.is_empty()).then_some((id, *window))
 }
 
 /// `mode: async`: store the event with one delivery per target, answer only after commit.
@@ -318,7 +368,7 @@ async fn enqueue(
         forwarded_host: fwd.host,
         targets: route.cfg.targets.iter().map(|t| t.name.clone()).collect(),
         filtered: Vec::new(),
-        dedup: dedup_key(&route.cfg, &parts.headers),
+        dedup: dedup_key(&route.cfg, &parts.headers, verified.body()),
     };
     let name = route.cfg.name.clone();
     match store.enqueue(ev).await {
@@ -391,4 +441,19 @@ async fn forward_sync(
     metrics::histogram!(m::UPSTREAM_DURATION, &labels).record(start.elapsed().as_secs_f64());
     metrics::counter!(m::UPSTREAM_RESPONSES, "route" => route.cfg.name.clone(), "target" => target.name.clone(), "outcome" => outcome).increment(1);
     Ok(result?)
+}
+
+fn handshake_metric(route: &str, provider: &'static str) {
+    metrics::counter!(m::HANDSHAKES, "route" => route.to_owned(), "provider" => provider)
+        .increment(1);
+}
+
+fn handshake_response(a: crate::verify::handshake::Answer) -> HttpResponse {
+    let mut r = http::Response::new(http_body_util::Full::new(bytes::Bytes::from(a.body)));
+    *r.status_mut() = a.status;
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(a.content_type),
+    );
+    r
 }

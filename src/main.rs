@@ -34,7 +34,8 @@ enum Command {
     },
     /// Print the headers a provider would send for a body, for testing with curl.
     Sign {
-        /// Provider: github.
+        /// Provider: github, stripe, slack, shopify, twilio, gitlab, standard, paddle,
+        /// linear, zoom, meta, square, bearer, basic (user:password as the secret).
         #[arg(long)]
         provider: String,
         #[arg(long)]
@@ -175,7 +176,7 @@ async fn wait_for_signal() -> std::io::Result<()> {
     }
 }
 
-fn sign(provider: &str, secret: &str, body: Option<PathBuf>, _url: Option<String>) -> ExitCode {
+fn sign(provider: &str, secret: &str, body: Option<PathBuf>, url: Option<String>) -> ExitCode {
     let bytes = match body {
         Some(p) => std::fs::read(&p).map_err(|e| format!("cannot read {}: {e}", p.display())),
         None => {
@@ -193,18 +194,33 @@ fn sign(provider: &str, secret: &str, body: Option<PathBuf>, _url: Option<String
             return ExitCode::from(1);
         }
     };
-    match provider {
-        "github" => {
-            println!(
-                "X-Hub-Signature-256: {}",
-                hookgate::verify::github::sign(secret, &bytes)
-            );
+    let Some(p) = hookgate::config::Provider::parse(provider) else {
+        let names: Vec<&str> = hookgate::config::Provider::ALL
+            .iter()
+            .map(|p| p.name())
+            .collect();
+        eprintln!(
+            "sign: unknown provider `{provider}` (one of: {})",
+            names.join(", ")
+        );
+        return ExitCode::from(1);
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    match hookgate::verify::sender::headers(p, secret, &bytes, url.as_deref(), now) {
+        Ok((headers, note)) => {
+            for (n, v) in headers {
+                println!("{n}: {v}");
+            }
+            if let Some(n) = note {
+                eprintln!("note: {n}");
+            }
             ExitCode::SUCCESS
         }
-        other => {
-            eprintln!(
-                "sign: provider `{other}` is not available in this build (available: github)"
-            );
+        Err(e) => {
+            eprintln!("sign: {e}");
             ExitCode::from(1)
         }
     }

@@ -4,8 +4,11 @@
 //! Verification runs on the exact bytes received, before any parsing.
 
 pub mod github;
+pub mod handshake;
 pub mod hmac;
 pub mod mac;
+pub mod providers;
+pub mod sender;
 
 use crate::config::{Route, VerifySpec};
 use bytes::Bytes;
@@ -20,6 +23,8 @@ pub struct Unverified {
     pub body: Bytes,
     pub route: Arc<Route>,
     pub client_ip: IpAddr,
+    /// Arrived over TLS (URL-signed schemes rebuild the URL the sender called).
+    pub tls: bool,
 }
 
 /// A request whose signature checked out (or whose route verifies nothing, or runs in shadow
@@ -83,7 +88,7 @@ impl Rejection {
 /// A verifier built once per config load from its [`VerifySpec`].
 #[derive(Debug)]
 pub enum Verifier {
-    Github(github::Github),
+    Provider(Box<providers::ProviderVerifier>),
     Hmac(Box<hmac::GenericHmac>),
     None,
 }
@@ -94,23 +99,17 @@ pub type Matched = Option<usize>;
 impl Verifier {
     pub fn new(spec: &VerifySpec) -> Self {
         match spec {
-            VerifySpec::Github { secrets, .. } => Verifier::Github(github::Github::new(secrets)),
+            VerifySpec::Provider(p) => {
+                Verifier::Provider(Box::new(providers::ProviderVerifier::new(p)))
+            }
             VerifySpec::Hmac(h) => Verifier::Hmac(Box::new(hmac::GenericHmac::new(h))),
             VerifySpec::None => Verifier::None,
         }
     }
 
-    fn enforce(spec: &VerifySpec) -> bool {
-        match spec {
-            VerifySpec::Github { enforce, .. } => *enforce,
-            VerifySpec::Hmac(h) => h.enforce,
-            VerifySpec::None => true,
-        }
-    }
-
     fn check(&self, req: &Unverified, now: SystemTime) -> Result<Matched, Rejection> {
         match self {
-            Verifier::Github(v) => v.check(&req.parts.headers, &req.body).map(Some),
+            Verifier::Provider(v) => v.check(&req.parts, &req.body, now, req.tls).map(Some),
             Verifier::Hmac(v) => v.check(&req.parts, &req.body, now).map(Some),
             Verifier::None => Ok(None),
         }
@@ -131,7 +130,7 @@ impl Verifier {
                 },
                 m,
             )),
-            Err(r) if !Self::enforce(&req.route.verify) => Ok((
+            Err(r) if !req.route.verify.enforce() => Ok((
                 Verified {
                     req,
                     shadow_failure: Some(r),

@@ -124,7 +124,7 @@ routes:
       - { name: t, url: "ftp://x/y" }
   - name: Upper
     path_prefix: /p/
-    verify: { stripe: { secret: x } }
+    verify: { discord: { public_key: "zz" } }
     targets:
       - { name: a, url: "http://a" }
       - { name: a, url: "http://b", filter: ".x" }
@@ -154,7 +154,7 @@ routes:
         "must be an absolute http:// or https:// URL",
     );
     has(&err, &p, 21, 11, "must match [a-z0-9_-]+");
-    has(&err, &p, 23, 23, "verifier `stripe` is not available");
+    has(&err, &p, 23, 38, "discord public_key must be hex");
     has(&err, &p, 26, 17, "duplicate target name `a`");
     has(&err, &p, 26, 45, "`filter` (jq) is not available");
     // One line per problem, nothing else.
@@ -222,4 +222,39 @@ fn sign_prints_githubs_header() {
         String::from_utf8(out.stdout).unwrap(),
         "X-Hub-Signature-256: sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17\n"
     );
+}
+
+#[test]
+fn verifier_keys_fail_closed() {
+    let yaml = r#"routes:
+  - name: a
+    path: /a
+    verify: { standard: { secret: "whsec_***" } }
+    targets: [{ name: t, url: "http://x" }]
+  - name: b
+    path: /b
+    verify: { sendgrid: { public_key: "bm90IGEga2V5" } }
+    targets: [{ name: t, url: "http://x" }]
+  - name: c
+    path: /c
+    verify: { github: { secret: "" } }
+    targets: [{ name: t, url: "http://x" }]
+  - name: d
+    path: /d
+    verify: { github: { secret: s, tolerance: 5m } }
+    verify_token: vt
+    targets: [{ name: t, url: "http://x" }]
+  - name: e
+    path: /e
+    verify: { standard: { public_key: "whpk_AAAA" } }
+    targets: [{ name: t, url: "http://x" }]
+"#;
+    let (code, _, err, p, _d) = check(yaml, &[]);
+    assert_eq!(code, 1);
+    has(&err, &p, 4, 35, "whsec_");
+    has(&err, &p, 8, 39, "not an ECDSA P-256 public key");
+    has(&err, &p, 12, 33, "secret is empty");
+    has(&err, &p, 16, 47, "signs no timestamp");
+    has(&err, &p, 17, 19, "only used by the meta verifier");
+    has(&err, &p, 21, 39, "not an Ed25519 key");
 }

@@ -71,6 +71,14 @@ pub async fn handle(
     let store = admin.store.as_ref();
     match (method, segs.as_slice()) {
         (&Method::GET, ["routes"]) => routes(admin).await,
+        (&Method::GET, ["rejections"]) => {
+            let qs = query(q);
+            let list = admin
+                .ingress
+                .diagnostics
+                .rejections(qs.get("route").map(String::as_str), limit(&qs));
+            ok(json!({ "rejections": list }))
+        }
         (&Method::GET, ["events"]) => match store {
             Some(s) => list_events(s, &query(q)).await,
             None => no_store(),
@@ -117,7 +125,7 @@ pub async fn handle(
             Some(s) => replay_dead(admin, s, &body).await,
             None => no_store(),
         },
-        (_, ["routes" | "events" | "dead-letters", ..]) => {
+        (_, ["routes" | "events" | "dead-letters" | "rejections", ..]) => {
             error_json(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
         }
         _ => error_json(StatusCode::NOT_FOUND, "no such endpoint"),

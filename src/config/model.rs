@@ -132,9 +132,149 @@ pub enum Dedup {
 
 #[derive(Debug, Clone)]
 pub enum VerifySpec {
-    Github { secrets: Vec<Secret>, enforce: bool },
+    Provider(Box<ProviderSpec>),
     Hmac(Box<HmacSpec>),
     None,
+}
+
+impl VerifySpec {
+    pub fn enforce(&self) -> bool {
+        match self {
+            VerifySpec::Provider(p) => p.enforce,
+            VerifySpec::Hmac(h) => h.enforce,
+            VerifySpec::None => true,
+        }
+    }
+
+    pub fn provider(&self) -> Option<Provider> {
+        match self {
+            VerifySpec::Provider(p) => Some(p.provider),
+            _ => None,
+        }
+    }
+}
+
+/// A sender with a dedicated verifier (SPEC §2's table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Provider {
+    Github,
+    Stripe,
+    Slack,
+    Shopify,
+    Twilio,
+    Gitlab,
+    Standard,
+    Paddle,
+    Linear,
+    Zoom,
+    Meta,
+    Square,
+    Discord,
+    Sendgrid,
+    Bearer,
+    Basic,
+}
+
+impl Provider {
+    pub const ALL: [Provider; 16] = [
+        Provider::Github,
+        Provider::Stripe,
+        Provider::Slack,
+        Provider::Shopify,
+        Provider::Twilio,
+        Provider::Gitlab,
+        Provider::Standard,
+        Provider::Paddle,
+        Provider::Linear,
+        Provider::Zoom,
+        Provider::Meta,
+        Provider::Square,
+        Provider::Discord,
+        Provider::Sendgrid,
+        Provider::Bearer,
+        Provider::Basic,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Provider::Github => "github",
+            Provider::Stripe => "stripe",
+            Provider::Slack => "slack",
+            Provider::Shopify => "shopify",
+            Provider::Twilio => "twilio",
+            Provider::Gitlab => "gitlab",
+            Provider::Standard => "standard",
+            Provider::Paddle => "paddle",
+            Provider::Linear => "linear",
+            Provider::Zoom => "zoom",
+            Provider::Meta => "meta",
+            Provider::Square => "square",
+            Provider::Discord => "discord",
+            Provider::Sendgrid => "sendgrid",
+            Provider::Bearer => "bearer",
+            Provider::Basic => "basic",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Provider> {
+        Provider::ALL.into_iter().find(|p| p.name() == s)
+    }
+
+    /// The replay window when the provider signs a timestamp.
+    pub fn default_tolerance(self) -> Option<Duration> {
+        match self {
+            Provider::Stripe | Provider::Slack | Provider::Standard | Provider::Zoom => {
+                Some(Duration::from_secs(300))
+            }
+            Provider::Discord | Provider::Sendgrid => Some(Duration::from_secs(300)),
+            Provider::Paddle => Some(Duration::from_secs(5)),
+            Provider::Linear => Some(Duration::from_secs(60)),
+            _ => None,
+        }
+    }
+
+    /// Headers that carry the signature or credential: never passed on to targets, and
+    /// redacted in the admin API.
+    pub fn signature_headers(self) -> &'static [&'static str] {
+        match self {
+            Provider::Github | Provider::Meta => &["x-hub-signature-256", "x-hub-signature"],
+            Provider::Stripe => &["stripe-signature"],
+            Provider::Slack => &["x-slack-signature"],
+            Provider::Shopify => &["x-shopify-hmac-sha256", "shopify-hmac-sha256"],
+            Provider::Twilio => &["x-twilio-signature"],
+            Provider::Gitlab => &["x-gitlab-token"],
+            Provider::Standard => &["webhook-signature", "svix-signature"],
+            Provider::Paddle => &["paddle-signature"],
+            Provider::Linear => &["linear-signature"],
+            Provider::Zoom => &["x-zm-signature"],
+            Provider::Square => &["x-square-hmacsha256-signature"],
+            Provider::Discord => &["x-signature-ed25519"],
+            Provider::Sendgrid => &["x-twilio-email-event-webhook-signature"],
+            Provider::Bearer | Provider::Basic => &["authorization"],
+        }
+    }
+
+    /// Verifies with public keys rather than shared secrets.
+    pub fn asymmetric(self) -> bool {
+        matches!(self, Provider::Discord | Provider::Sendgrid)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ProviderSpec {
+    pub provider: Provider,
+    /// Shared secrets (the token for gitlab and bearer; the password for basic).
+    pub secrets: Vec<Secret>,
+    /// Decoded public keys (discord: 32-byte Ed25519; sendgrid: SPKI DER; standard: `whpk_`).
+    pub public_keys: Vec<Vec<u8>>,
+    pub enforce: bool,
+    pub tolerance: Duration,
+    /// The URL the provider calls (twilio, square), when hookgate is behind another proxy.
+    pub public_url: Option<String>,
+    /// Meta's subscription handshake token.
+    pub verify_token: Option<Secret>,
+    /// basic: the user name.
+    pub username: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

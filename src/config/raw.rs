@@ -204,34 +204,39 @@ impl<'de> Deserialize<'de> for RawDedup {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawVerify {
-    pub github: Option<RawSecretVerifier>,
+    pub github: Option<Spanned<RawProvider>>,
+    pub stripe: Option<Spanned<RawProvider>>,
+    pub slack: Option<Spanned<RawProvider>>,
+    pub shopify: Option<Spanned<RawProvider>>,
+    pub twilio: Option<Spanned<RawProvider>>,
+    pub gitlab: Option<Spanned<RawProvider>>,
+    pub standard: Option<Spanned<RawProvider>>,
+    pub paddle: Option<Spanned<RawProvider>>,
+    pub linear: Option<Spanned<RawProvider>>,
+    pub zoom: Option<Spanned<RawProvider>>,
+    pub meta: Option<Spanned<RawProvider>>,
+    pub square: Option<Spanned<RawProvider>>,
+    pub discord: Option<Spanned<RawProvider>>,
+    pub sendgrid: Option<Spanned<RawProvider>>,
+    pub bearer: Option<Spanned<RawProvider>>,
+    pub basic: Option<Spanned<RawProvider>>,
     pub hmac: Option<RawHmac>,
     pub none: Option<Str>,
-    // Providers of the verifier catalogue: recognised so the error says what is missing,
-    // instead of "unknown key".
-    pub stripe: Option<Spanned<de::IgnoredAny>>,
-    pub slack: Option<Spanned<de::IgnoredAny>>,
-    pub shopify: Option<Spanned<de::IgnoredAny>>,
-    pub twilio: Option<Spanned<de::IgnoredAny>>,
-    pub gitlab: Option<Spanned<de::IgnoredAny>>,
-    pub standard: Option<Spanned<de::IgnoredAny>>,
-    pub paddle: Option<Spanned<de::IgnoredAny>>,
-    pub linear: Option<Spanned<de::IgnoredAny>>,
-    pub zoom: Option<Spanned<de::IgnoredAny>>,
-    pub meta: Option<Spanned<de::IgnoredAny>>,
-    pub square: Option<Spanned<de::IgnoredAny>>,
-    pub discord: Option<Spanned<de::IgnoredAny>>,
-    pub sendgrid: Option<Spanned<de::IgnoredAny>>,
-    pub bearer: Option<Spanned<de::IgnoredAny>>,
-    pub basic: Option<Spanned<de::IgnoredAny>>,
 }
 
+/// The keys any dedicated verifier may take; validation says which apply to which provider.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawSecretVerifier {
+pub struct RawProvider {
     pub secret: Option<Str>,
     pub secrets: Option<Vec<Str>>,
+    pub public_key: Option<Str>,
+    pub public_keys: Option<Vec<Str>>,
     pub enforce: Option<Str>,
+    pub tolerance: Option<Str>,
+    pub public_url: Option<Str>,
+    pub username: Option<Str>,
+    pub password: Option<Str>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -578,7 +578,7 @@ fn route(raw: &Spanned<RawRoute>, defaults: &TargetDefaults, ctx: &mut Ctx) -> O
             ctx.err(&at, format!("route `{name}` needs `verify:` (write `none: true` to accept unsigned requests)"));
             None
         }
-        Some(v) => verify(v, ctx),
+        Some(v) => verify(v, r.verify_token.as_ref(), ctx),
     };
     if matches!(verify, Some(VerifySpec::None)) {
         if let Some(v) = &r.verify {
@@ -588,11 +588,12 @@ fn route(raw: &Spanned<RawRoute>, defaults: &TargetDefaults, ctx: &mut Ctx) -> O
             );
         }
     }
-    if let Some(t) = &r.verify_token {
-        ctx.err(
-            &t.referenced,
-            "`verify_token` belongs to the meta verifier, which this build does not have yet",
-        );
+    // Meta verifies a subscription with a GET before it POSTs events.
+    let mut methods = methods;
+    if matches!(&verify, Some(VerifySpec::Provider(p)) if p.provider == Provider::Meta)
+        && !methods.contains(&Method::GET)
+    {
+        methods.push(Method::GET);
     }
     let rate_limit = r.rate_limit.as_ref().and_then(|rl| {
         let key = match rl.value.key.as_ref().map(|k| (k, ctx.text(k))) {
@@ -686,13 +687,45 @@ fn dedup(raw: Option<&Spanned<RawDedup>>, ctx: &mut Ctx) -> Dedup {
     }
 }
 
-fn verify(raw: &Spanned<RawVerify>, ctx: &mut Ctx) -> Option<VerifySpec> {
+fn verify(
+    raw: &Spanned<RawVerify>,
+    verify_token: Option<&Str>,
+    ctx: &mut Ctx,
+) -> Option<VerifySpec> {
     let v = &raw.value;
     let mut found: Vec<(&str, Option<VerifySpec>)> = Vec::new();
-    if let Some(g) = &v.github {
-        let secrets = ctx.secrets(&raw.referenced, g.secret.as_ref(), g.secrets.as_ref());
-        let enforce = ctx.boolean(g.enforce.as_ref(), true);
-        found.push(("github", Some(VerifySpec::Github { secrets, enforce })));
+    let providers = [
+        (Provider::Github, &v.github),
+        (Provider::Stripe, &v.stripe),
+        (Provider::Slack, &v.slack),
+        (Provider::Shopify, &v.shopify),
+        (Provider::Twilio, &v.twilio),
+        (Provider::Gitlab, &v.gitlab),
+        (Provider::Standard, &v.standard),
+        (Provider::Paddle, &v.paddle),
+        (Provider::Linear, &v.linear),
+        (Provider::Zoom, &v.zoom),
+        (Provider::Meta, &v.meta),
+        (Provider::Square, &v.square),
+        (Provider::Discord, &v.discord),
+        (Provider::Sendgrid, &v.sendgrid),
+        (Provider::Bearer, &v.bearer),
+        (Provider::Basic, &v.basic),
+    ];
+    for (p, slot) in providers {
+        if let Some(spec) = slot {
+            let built =
+                provider(p, spec, verify_token, ctx).map(|s| VerifySpec::Provider(Box::new(s)));
+            found.push((p.name(), built));
+        }
+    }
+    if let Some(t) = verify_token {
+        if v.meta.is_none() {
+            ctx.err(
+                &t.referenced,
+                "`verify_token` is only used by the meta verifier",
+            );
+        }
     }
     if let Some(h) = &v.hmac {
         found.push((
@@ -707,37 +740,11 @@ fn verify(raw: &Spanned<RawVerify>, ctx: &mut Ctx) -> Option<VerifySpec> {
         }
         found.push(("none", Some(VerifySpec::None)));
     }
-    let later = [
-        ("stripe", &v.stripe),
-        ("slack", &v.slack),
-        ("shopify", &v.shopify),
-        ("twilio", &v.twilio),
-        ("gitlab", &v.gitlab),
-        ("standard", &v.standard),
-        ("paddle", &v.paddle),
-        ("linear", &v.linear),
-        ("zoom", &v.zoom),
-        ("meta", &v.meta),
-        ("square", &v.square),
-        ("discord", &v.discord),
-        ("sendgrid", &v.sendgrid),
-        ("bearer", &v.bearer),
-        ("basic", &v.basic),
-    ];
-    for (name, slot) in later {
-        if let Some(s) = slot {
-            ctx.err(
-                &s.referenced,
-                format!("verifier `{name}` is not available in this build yet (available: github, hmac, none)"),
-            );
-            found.push((name, None));
-        }
-    }
     match found.len() {
         0 => {
             ctx.err(
                 &raw.referenced,
-                "verify: needs exactly one verifier (github, hmac, or none: true)",
+                "verify: needs exactly one verifier (e.g. github, stripe, hmac, or none: true)",
             );
             None
         }
@@ -754,6 +761,194 @@ fn verify(raw: &Spanned<RawVerify>, ctx: &mut Ctx) -> Option<VerifySpec> {
             None
         }
     }
+}
+
+fn decode_b64(s: &str) -> Option<Vec<u8>> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(s.trim())
+        .ok()
+}
+
+/// A public key as the provider publishes it, decoded and checked.
+fn public_key(p: Provider, text: &str) -> Result<Vec<u8>, String> {
+    use aws_lc_rs::signature::{ParsedPublicKey, ECDSA_P256_SHA256_ASN1, ED25519};
+    match p {
+        Provider::Discord => {
+            let k = hex::decode(text.trim())
+                .map_err(|_| "discord public_key must be hex (64 digits)".to_owned())?;
+            ParsedPublicKey::new(&ED25519, &k)
+                .map_err(|_| "discord public_key is not an Ed25519 key".to_owned())?;
+            Ok(k)
+        }
+        Provider::Sendgrid => {
+            let k = decode_b64(text).ok_or("sendgrid public_key must be base64 (DER)")?;
+            ParsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, &k)
+                .map_err(|_| "sendgrid public_key is not an ECDSA P-256 public key".to_owned())?;
+            Ok(k)
+        }
+        _ => {
+            let b = text
+                .trim()
+                .strip_prefix("whpk_")
+                .ok_or("standard public_key must look like whpk_<base64>")?;
+            let k = decode_b64(b).ok_or("standard public_key: whpk_ must be followed by base64")?;
+            ParsedPublicKey::new(&ED25519, &k)
+                .map_err(|_| "standard public_key is not an Ed25519 key".to_owned())?;
+            Ok(k)
+        }
+    }
+}
+
+fn provider(
+    p: Provider,
+    raw: &Spanned<RawProvider>,
+    verify_token: Option<&Str>,
+    ctx: &mut Ctx,
+) -> Option<ProviderSpec> {
+    let r = &raw.value;
+    let at = raw.referenced;
+    let name = p.name();
+    let not_for = |ctx: &mut Ctx, s: Option<&Str>, key: &str| {
+        if let Some(s) = s {
+            ctx.err(
+                &s.referenced,
+                format!("`{key}` does not apply to the {name} verifier"),
+            );
+        }
+    };
+    let uses_keys = matches!(
+        p,
+        Provider::Discord | Provider::Sendgrid | Provider::Standard
+    );
+    let mut secrets = Vec::new();
+    let mut public_keys = Vec::new();
+    let mut username = None;
+    match p {
+        Provider::Basic => {
+            username = match &r.username {
+                Some(u) => ctx.text(u),
+                None => {
+                    ctx.err(&at, "basic needs `username` and `password`");
+                    None
+                }
+            };
+            match &r.password {
+                Some(pw) => secrets.extend(ctx.secret(pw)),
+                None => ctx.err(&at, "basic needs `username` and `password`"),
+            }
+            not_for(ctx, r.secret.as_ref(), "secret");
+            not_for(ctx, r.secrets.as_ref().and_then(|v| v.first()), "secrets");
+        }
+        Provider::Discord | Provider::Sendgrid => {
+            not_for(ctx, r.secret.as_ref(), "secret");
+            not_for(ctx, r.secrets.as_ref().and_then(|v| v.first()), "secrets");
+        }
+        Provider::Standard if r.secret.is_none() && r.secrets.is_none() => {}
+        _ => secrets = ctx.secrets(&at, r.secret.as_ref(), r.secrets.as_ref()),
+    }
+    if p != Provider::Basic {
+        not_for(ctx, r.username.as_ref(), "username");
+        not_for(ctx, r.password.as_ref(), "password");
+    }
+    if uses_keys {
+        let keys: Vec<&Str> = r
+            .public_key
+            .iter()
+            .chain(r.public_keys.iter().flatten())
+            .collect();
+        if r.public_key.is_some() && r.public_keys.is_some() {
+            ctx.err(&at, "set either `public_key` or `public_keys`, not both");
+        }
+        for k in keys {
+            if let Some(text) = ctx.text(k) {
+                match public_key(p, &text) {
+                    Ok(k) => public_keys.push(k),
+                    Err(e) => ctx.err(&k.referenced, e),
+                }
+            }
+        }
+        if p != Provider::Standard
+            && public_keys.is_empty()
+            && r.public_key.is_none()
+            && r.public_keys.is_none()
+        {
+            ctx.err(
+                &at,
+                format!("{name} needs `public_key` (or `public_keys: [..]` for rotation)"),
+            );
+        }
+        if p == Provider::Standard
+            && secrets.is_empty()
+            && r.public_key.is_none()
+            && r.public_keys.is_none()
+        {
+            ctx.err(
+                &at,
+                "standard needs `secret` (whsec_...) or `public_key` (whpk_...)",
+            );
+        }
+    } else {
+        not_for(ctx, r.public_key.as_ref(), "public_key");
+        not_for(
+            ctx,
+            r.public_keys.as_ref().and_then(|v| v.first()),
+            "public_keys",
+        );
+    }
+    if p == Provider::Standard {
+        let sources: Vec<&Str> = r.secret.iter().chain(r.secrets.iter().flatten()).collect();
+        for (s, src) in secrets.iter().zip(sources) {
+            if let Err(e) = crate::deliver::sign::decode_secret(s.expose()) {
+                ctx.err(&src.referenced, e);
+            }
+        }
+    }
+    let tolerance = match (p.default_tolerance(), &r.tolerance) {
+        (Some(d), t) => ctx.duration(t.as_ref(), d),
+        (None, Some(t)) => {
+            ctx.err(
+                &t.referenced,
+                format!("the {name} verifier signs no timestamp, so `tolerance` does not apply"),
+            );
+            Duration::ZERO
+        }
+        (None, None) => Duration::ZERO,
+    };
+    let public_url = match (
+        &r.public_url,
+        matches!(p, Provider::Twilio | Provider::Square),
+    ) {
+        (Some(u), true) => ctx.parse(u, |t| {
+            let uri: Uri = t.parse().map_err(|_| format!("`{t}` is not a URL"))?;
+            match (uri.scheme_str(), uri.host()) {
+                (Some("http" | "https"), Some(_)) => Ok(t.to_owned()),
+                _ => Err(format!("public_url `{t}` must be an absolute http(s) URL")),
+            }
+        }),
+        (Some(u), false) => {
+            ctx.err(
+                &u.referenced,
+                format!("`public_url` does not apply to the {name} verifier"),
+            );
+            None
+        }
+        (None, _) => None,
+    };
+    let verify_token = match (p, verify_token) {
+        (Provider::Meta, Some(t)) => ctx.secret(t),
+        _ => None,
+    };
+    Some(ProviderSpec {
+        provider: p,
+        secrets,
+        public_keys,
+        enforce: ctx.boolean(r.enforce.as_ref(), true),
+        tolerance,
+        public_url,
+        verify_token,
+        username,
+    })
 }
 
 fn hmac(h: &RawHmac, at: &Location, ctx: &mut Ctx) -> Option<HmacSpec> {

@@ -13,7 +13,7 @@ pub fn decode_secret(s: &str) -> Result<Vec<u8>, String> {
     let b64 = s.strip_prefix("whsec_").unwrap_or(s);
     base64::engine::general_purpose::STANDARD
         .decode(b64)
-        .map_err(|_| "sign.secret must be `whsec_` followed by base64 (as Standard Webhooks libraries expect)".to_owned())
+        .map_err(|_| "a Standard Webhooks secret must be `whsec_` followed by base64".to_owned())
 }
 
 pub fn signature(key: &[u8], id: &str, timestamp: u64, body: &[u8]) -> String {
