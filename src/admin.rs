@@ -2,6 +2,7 @@
 //! bearer token compared in constant time.
 
 pub mod api;
+pub mod config_view;
 pub mod metrics;
 
 use crate::config::Secret;
@@ -26,6 +27,7 @@ pub struct Admin {
     pub store: Option<Arc<dyn Store>>,
     pub engine: Arc<Engine>,
     pub ingress: Arc<Ingress>,
+    pub reloader: Arc<crate::config::reload::Reloader>,
 }
 
 impl Admin {

@@ -2,15 +2,15 @@
 //! drain. Tests start a real gateway through [`Gateway::start`] on port 0.
 
 use crate::admin::{self, Admin};
+use crate::config::reload::Reloader;
 use crate::config::{Config, Mode, StorageBackend};
-use crate::deliver::worker::{Engine, TargetWorker};
+use crate::deliver::worker::Engine;
 use crate::ingress::{ConnInfo, Ingress, Runtime};
 use crate::server::listener::{self, Settings};
 use crate::server::tls;
 use crate::store::embedded::EmbeddedStore;
 use crate::store::{Store, StoreError};
 use arc_swap::ArcSwap;
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -45,10 +45,13 @@ pub struct Gateway {
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
     /// Delivery workers: stopped after the listeners, so in-flight attempts are recorded.
-    deliveries: JoinSet<()>,
+    engine: Arc<Engine>,
     admin_task: JoinSet<()>,
     grace: Duration,
     _cert_watcher: Option<notify::RecommendedWatcher>,
+    _config_watcher: notify::RecommendedWatcher,
+    /// Applies a changed config file (SIGHUP, file change, admin API).
+    pub reloader: Arc<Reloader>,
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
@@ -81,7 +84,6 @@ impl Gateway {
         let runtime = Runtime::build(config)?;
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
-        let mut deliveries = JoinSet::new();
 
         // The durable buffer and one worker per async target.
         let store: Option<Arc<dyn Store>> = if needs_store {
@@ -97,38 +99,19 @@ impl Gateway {
         } else {
             None
         };
-        let mut workers = HashMap::new();
+        let engine = Arc::new(Engine::new(store.clone()));
+        engine.reconcile(runtime.wanted_workers()).await?;
         if let Some(store) = &store {
-            let mut live = Vec::new();
-            for r in runtime.routes.iter().filter(|r| r.cfg.mode == Mode::Async) {
-                for (t, client) in r.cfg.targets.iter().zip(&r.clients) {
-                    live.push((r.cfg.name.clone(), t.name.clone()));
-                    let w = Arc::new(TargetWorker::new(
-                        store.clone(),
-                        r.cfg.clone(),
-                        t.clone(),
-                        client.clone(),
-                        r.signature_headers.clone(),
-                    ));
-                    deliveries.spawn(w.clone().run(shutdown_rx.clone()));
-                    workers.insert((r.cfg.name.clone(), t.name.clone()), w);
-                }
-            }
-            let retired = store.retire_targets(live).await?;
-            if retired > 0 {
-                tracing::warn!(
-                    retired,
-                    "pending deliveries of targets no longer in the config are now dead letters"
-                );
-            }
             tasks.spawn(housekeeping(
                 store.clone(),
                 storage.retention,
                 shutdown_rx.clone(),
             ));
         }
-        let engine = Arc::new(Engine { workers });
+        let config_path = runtime.config.path.clone();
         let ingress = Arc::new(Ingress::new(runtime, store.clone(), engine.clone()));
+        let reloader = Arc::new(Reloader::new(config_path, ingress.clone(), engine.clone()));
+        let config_watcher = reloader.watch()?;
 
         let mut listeners = Vec::new();
         for addr in &server.listen {
@@ -183,6 +166,7 @@ impl Gateway {
             store: store.clone(),
             engine,
             ingress: ingress.clone(),
+            reloader: reloader.clone(),
         });
         let a = admin.clone();
         let admin_handler = move |req, _conn: ConnInfo| {
@@ -212,10 +196,12 @@ impl Gateway {
             ingress,
             shutdown,
             tasks,
-            deliveries,
+            engine: admin.engine.clone(),
             admin_task,
             grace: server.shutdown_grace,
             _cert_watcher: watcher,
+            _config_watcher: config_watcher,
+            reloader,
         })
     }
 
@@ -229,16 +215,16 @@ impl Gateway {
     pub async fn drain(mut self) -> bool {
         self.begin_shutdown();
         let grace = self.grace;
+        let engine = self.engine.clone();
         let all = async {
             while self.tasks.join_next().await.is_some() {}
-            while self.deliveries.join_next().await.is_some() {}
+            engine.shutdown().await;
         };
         let finished = tokio::time::timeout(grace, all).await.is_ok();
         if !finished {
             tracing::warn!(grace = ?grace, "shutdown grace period over; closing remaining connections");
         }
         self.tasks.abort_all();
-        self.deliveries.abort_all();
         self.admin_task.abort_all();
         finished
     }

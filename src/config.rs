@@ -5,6 +5,7 @@
 pub mod interp;
 pub mod model;
 pub mod raw;
+pub mod reload;
 pub mod secret;
 pub mod units;
 pub mod validate;

@@ -87,6 +87,22 @@ impl Runtime {
         })
     }
 
+    /// The async targets this runtime wants workers for.
+    pub fn wanted_workers(&self) -> Vec<crate::deliver::worker::Wanted> {
+        let mut out = Vec::new();
+        for r in self.routes.iter().filter(|r| r.cfg.mode == Mode::Async) {
+            for (t, client) in r.cfg.targets.iter().zip(&r.clients) {
+                out.push(crate::deliver::worker::Wanted {
+                    route: r.cfg.clone(),
+                    target: t.clone(),
+                    client: client.clone(),
+                    signature_headers: r.signature_headers.clone(),
+                });
+            }
+        }
+        out
+    }
+
     /// Drops per-IP rate-limit state that has fully recovered.
     pub fn prune_limiters(&self) {
         for r in &self.routes {

@@ -149,7 +149,7 @@ fn run(path: PathBuf) -> ExitCode {
                 return ExitCode::from(2);
             }
         };
-        if let Err(e) = wait_for_signal().await {
+        if let Err(e) = wait_for_signal(&gw.reloader).await {
             tracing::error!(error = %e, "cannot install signal handlers");
             return ExitCode::from(2);
         }
@@ -160,9 +160,8 @@ fn run(path: PathBuf) -> ExitCode {
     })
 }
 
-/// Returns on SIGTERM or SIGINT. SIGHUP (config reload) is acknowledged in the log until
-/// live reload lands, instead of killing the process as its default action would.
-async fn wait_for_signal() -> std::io::Result<()> {
+/// Returns on SIGTERM or SIGINT; SIGHUP reloads the config (SPEC §5).
+async fn wait_for_signal(reloader: &hookgate::config::reload::Reloader) -> std::io::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -171,7 +170,9 @@ async fn wait_for_signal() -> std::io::Result<()> {
         tokio::select! {
             _ = term.recv() => return Ok(()),
             _ = int.recv() => return Ok(()),
-            _ = hup.recv() => tracing::warn!("SIGHUP received: live reload is not available in this build; restart to apply config changes"),
+            _ = hup.recv() => {
+                let _ = reloader.reload("SIGHUP").await;
+            }
         }
     }
 }

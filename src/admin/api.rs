@@ -3,6 +3,7 @@
 //! `{"error": "..."}` with the matching status.
 
 use super::Admin;
+use crate::config::reload::{ReloadError, Reloaded};
 use crate::ingress::error::{error_json, json, HttpResponse};
 use crate::store::{DeadSelector, DeliveryState, EventQuery, Store, StoreError};
 use base64::Engine as _;
@@ -71,6 +72,20 @@ pub async fn handle(
     let store = admin.store.as_ref();
     match (method, segs.as_slice()) {
         (&Method::GET, ["routes"]) => routes(admin).await,
+        (&Method::POST, ["reload"]) => match admin.reloader.reload("admin API").await {
+            Ok(Reloaded::Applied { hash }) => ok(json!({ "result": "reloaded", "version": hash })),
+            Ok(Reloaded::Unchanged { hash }) => {
+                ok(json!({ "result": "unchanged", "version": hash }))
+            }
+            Err(ReloadError::Invalid(e)) => json(
+                StatusCode::BAD_REQUEST,
+                json!({ "error": e.lines().join("\n"), "errors": e.lines() }).to_string(),
+            ),
+            Err(ReloadError::Refused(why)) => error_json(StatusCode::BAD_REQUEST, &why),
+        },
+        (&Method::GET, ["config"]) => ok(super::config_view::view(
+            &admin.ingress.runtime.load().config,
+        )),
         (&Method::GET, ["rejections"]) => {
             let qs = query(q);
             let list = admin
@@ -125,7 +140,7 @@ pub async fn handle(
             Some(s) => replay_dead(admin, s, &body).await,
             None => no_store(),
         },
-        (_, ["routes" | "events" | "dead-letters" | "rejections", ..]) => {
+        (_, ["routes" | "events" | "dead-letters" | "rejections" | "reload" | "config", ..]) => {
             error_json(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
         }
         _ => error_json(StatusCode::NOT_FOUND, "no such endpoint"),
@@ -162,7 +177,7 @@ async fn routes(admin: &Admin) -> HttpResponse {
                 .iter()
                 .map(|t| {
                     let st = stats.iter().find(|s| s.route == r.cfg.name && s.target == t.name);
-                    let worker = admin.engine.workers.get(&(r.cfg.name.clone(), t.name.clone()));
+                    let circuit = admin.engine.circuit(&r.cfg.name, &t.name);
                     json!({
                         "name": t.name,
                         "url": t.url.to_string(),
@@ -170,7 +185,7 @@ async fn routes(admin: &Admin) -> HttpResponse {
                         "dead_letters": st.map(|s| s.dead).unwrap_or(0),
                         "delivered": st.map(|s| s.delivered).unwrap_or(0),
                         "oldest_pending_ms": st.and_then(|s| s.oldest_pending_ms),
-                        "circuit": worker.map(|w| w.circuit()).unwrap_or("closed"),
+                        "circuit": circuit.unwrap_or("closed"),
                     })
                 })
                 .collect();

@@ -369,37 +369,151 @@ impl TargetWorker {
     }
 }
 
-/// All workers, by (route, target).
+struct Handle {
+    worker: Arc<TargetWorker>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+    /// What the worker was built from; a change means a new worker.
+    fingerprint: String,
+}
+
+/// All workers, by (route, target). A config reload reconciles it: new targets get a worker,
+/// changed targets a new one with the new settings, removed targets' workers stop after
+/// their attempts in flight (their pending deliveries become dead letters in the store).
 pub struct Engine {
-    pub workers: HashMap<(String, String), Arc<TargetWorker>>,
+    store: Option<Arc<dyn Store>>,
+    workers: Mutex<HashMap<(String, String), Handle>>,
+}
+
+/// One async target as the runtime built it.
+pub struct Wanted {
+    pub route: Arc<Route>,
+    pub target: Target,
+    pub client: HttpClient,
+    pub signature_headers: Vec<HeaderName>,
 }
 
 impl Engine {
-    pub fn wake(&self, route: &str, target: &str) {
-        if let Some(w) = self.workers.get(&(route.to_owned(), target.to_owned())) {
-            w.wake();
+    pub fn new(store: Option<Arc<dyn Store>>) -> Self {
+        Engine {
+            store,
+            workers: Mutex::new(HashMap::new()),
         }
     }
 
-    pub fn wake_route(&self, route: &str) {
-        for ((r, _), w) in &self.workers {
-            if r == route {
-                w.wake();
+    /// Starts, replaces and stops workers to match `wanted`, then retires the pending
+    /// deliveries of targets that are gone. Returns how many deliveries were retired.
+    pub async fn reconcile(&self, wanted: Vec<Wanted>) -> Result<usize, crate::store::StoreError> {
+        let Some(store) = &self.store else {
+            return Ok(0);
+        };
+        let mut live = Vec::new();
+        let mut stopping = Vec::new();
+        if let Ok(mut workers) = self.workers.lock() {
+            let keep: std::collections::HashSet<(String, String)> = wanted
+                .iter()
+                .map(|w| (w.route.name.clone(), w.target.name.clone()))
+                .collect();
+            let gone: Vec<_> = workers
+                .keys()
+                .filter(|k| !keep.contains(*k))
+                .cloned()
+                .collect();
+            for k in gone {
+                stopping.extend(workers.remove(&k));
+            }
+            for w in wanted {
+                let key = (w.route.name.clone(), w.target.name.clone());
+                live.push(key.clone());
+                let fingerprint = format!(
+                    "{:?}|{:?}|{:?}",
+                    w.target, w.route.path, w.signature_headers
+                );
+                if workers
+                    .get(&key)
+                    .is_some_and(|h| h.fingerprint == fingerprint)
+                {
+                    continue;
+                }
+                stopping.extend(workers.remove(&key));
+                let worker = Arc::new(TargetWorker::new(
+                    store.clone(),
+                    w.route,
+                    w.target,
+                    w.client,
+                    w.signature_headers,
+                ));
+                let (stop, rx) = watch::channel(false);
+                let task = tokio::spawn(worker.clone().run(rx));
+                workers.insert(
+                    key,
+                    Handle {
+                        worker,
+                        stop,
+                        task,
+                        fingerprint,
+                    },
+                );
+            }
+        }
+        for h in &stopping {
+            let _ = h.stop.send(true);
+        }
+        let retired = store.retire_targets(live).await?;
+        if retired > 0 {
+            tracing::warn!(
+                retired,
+                "pending deliveries of targets no longer in the config are now dead letters"
+            );
+        }
+        Ok(retired)
+    }
+
+    /// Stops every worker and waits until their attempts in flight are recorded.
+    pub async fn shutdown(&self) {
+        let handles: Vec<Handle> = match self.workers.lock() {
+            Ok(mut w) => w.drain().map(|(_, h)| h).collect(),
+            Err(_) => Vec::new(),
+        };
+        for h in &handles {
+            let _ = h.stop.send(true);
+        }
+        for h in handles {
+            let _ = h.task.await;
+        }
+    }
+
+    fn each(&self, mut f: impl FnMut(&(String, String), &TargetWorker)) {
+        if let Ok(w) = self.workers.lock() {
+            for (k, h) in w.iter() {
+                f(k, &h.worker);
             }
         }
     }
 
+    pub fn wake_route(&self, route: &str) {
+        self.each(|(r, _), w| {
+            if r == route {
+                w.wake();
+            }
+        });
+    }
+
     pub fn wake_all(&self) {
-        for w in self.workers.values() {
-            w.wake();
-        }
+        self.each(|_, w| w.wake());
+    }
+
+    /// The circuit state of one target's worker.
+    pub fn circuit(&self, route: &str, target: &str) -> Option<&'static str> {
+        let w = self.workers.lock().ok()?;
+        w.get(&(route.to_owned(), target.to_owned()))
+            .map(|h| h.worker.circuit())
     }
 }
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine")
-            .field("workers", &self.workers.len())
-            .finish()
+        let n = self.workers.lock().map(|w| w.len()).unwrap_or(0);
+        f.debug_struct("Engine").field("workers", &n).finish()
     }
 }
