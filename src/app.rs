@@ -99,7 +99,13 @@ impl Gateway {
         } else {
             None
         };
-        let engine = Arc::new(Engine::new(store.clone()));
+        // jq runs off the async workers, 250 ms at most per run (see rules/).
+        let jq = crate::rules::pool::JqPool::new(
+            2,
+            Duration::from_millis(250),
+            (server.max_body as usize).max(1 << 20) * 4,
+        );
+        let engine = Arc::new(Engine::new(store.clone(), jq));
         engine.reconcile(runtime.wanted_workers()).await?;
         if let Some(store) = &store {
             tasks.spawn(housekeeping(

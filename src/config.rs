@@ -128,6 +128,7 @@ pub fn load_bytes(
         base_dir,
         env,
         diags: Diagnostics::default(),
+        source: text,
     };
     let built = validate::build(&raw, &mut ctx);
     match built {

@@ -14,6 +14,7 @@ use crate::config::{Config, Dedup, Mode, PathMatch, Route, VerifySpec};
 use crate::deliver::client::{self, ClientError, HttpClient};
 use crate::deliver::proxy::{self, Forwarded, Outbound};
 use crate::deliver::worker::Engine;
+use crate::rules::pool::JqPool;
 use crate::store::{Enqueued, NewEvent, Store};
 use crate::verify::{Unverified, Verifier};
 use arc_swap::ArcSwap;
@@ -126,11 +127,13 @@ pub struct Ingress {
     pub store: Option<Arc<dyn Store>>,
     pub engine: Arc<Engine>,
     pub diagnostics: diagnostics::Diagnostics,
+    pub jq: crate::rules::pool::JqPool,
 }
 
 impl Ingress {
     pub fn new(runtime: Runtime, store: Option<Arc<dyn Store>>, engine: Arc<Engine>) -> Self {
         Ingress {
+            jq: engine.jq.clone(),
             runtime: ArcSwap::from_pointee(runtime),
             store,
             engine,
@@ -303,13 +306,22 @@ async fn pipeline(
                     ));
                 }
             }
-            forward_sync(route, &verified, conn, &server.trusted_proxies).await
+            if let Some(t) = route.cfg.targets.first() {
+                if !admits(&ing.jq, &route.cfg.name, t, &verified).await {
+                    return Ok(error::json(
+                        StatusCode::OK,
+                        serde_json::json!({ "filtered": true }).to_string(),
+                    ));
+                }
+            }
+            forward_sync(route, &ing.jq, &verified, conn, &server.trusted_proxies).await
         }
         Mode::Async => match store {
             Some(store) => {
                 enqueue(
                     store,
                     engine,
+                    &ing.jq,
                     route,
                     &verified,
                     conn,
@@ -353,12 +365,21 @@ fn dedup_key(
 async fn enqueue(
     store: &Arc<dyn Store>,
     engine: &Engine,
+    jq: &JqPool,
     route: &RouteRuntime,
     verified: &crate::verify::Verified,
     conn: ConnInfo,
     trusted: &[ipnet::IpNet],
 ) -> Result<HttpResponse, IngressError> {
     let parts = verified.parts();
+    let (mut targets, mut filtered) = (Vec::new(), Vec::new());
+    for t in &route.cfg.targets {
+        if admits(jq, &route.cfg.name, t, verified).await {
+            targets.push(t.name.clone());
+        } else {
+            filtered.push(t.name.clone());
+        }
+    }
     let peer_trusted = trusted.iter().any(|n| n.contains(&conn.peer.ip()));
     let fwd = Forwarded::from_request(parts, conn.peer.ip(), peer_trusted, conn.tls);
     let headers = parts
@@ -382,8 +403,8 @@ async fn enqueue(
         forwarded_for: fwd.for_chain,
         forwarded_proto: fwd.proto.to_owned(),
         forwarded_host: fwd.host,
-        targets: route.cfg.targets.iter().map(|t| t.name.clone()).collect(),
-        filtered: Vec::new(),
+        targets,
+        filtered,
         dedup: dedup_key(&route.cfg, &parts.headers, verified.body()),
     };
     let name = route.cfg.name.clone();
@@ -420,6 +441,7 @@ fn accepted(status: StatusCode, id: &str, duplicate: bool) -> HttpResponse {
 
 async fn forward_sync(
     route: &RouteRuntime,
+    jq: &JqPool,
     verified: &crate::verify::Verified,
     conn: ConnInfo,
     trusted: &[ipnet::IpNet],
@@ -430,11 +452,34 @@ async fn forward_sync(
     let parts = verified.parts();
     let peer_trusted = trusted.iter().any(|n| n.contains(&conn.peer.ip()));
     let fwd = Forwarded::from_request(parts, conn.peer.ip(), peer_trusted, conn.tls);
+    let mut headers = parts.headers.clone();
+    let body = match &target.transform {
+        None => verified.body().clone(),
+        Some(program) => {
+            let input = rules_input(verified);
+            match crate::rules::transform::apply(jq, program, input, &route.cfg.name, &target.name)
+                .await
+            {
+                Ok(b) => {
+                    headers.insert(
+                        http::header::CONTENT_TYPE,
+                        http::HeaderValue::from_static("application/json"),
+                    );
+                    b
+                }
+                Err(e) => {
+                    return Err(IngressError::Upstream(
+                        crate::deliver::UpstreamError::Request(format!("transform: {e}")),
+                    ))
+                }
+            }
+        }
+    };
     let req = Outbound {
         method: parts.method.clone(),
         uri: &parts.uri,
-        headers: parts.headers.clone(),
-        body: verified.body().clone(),
+        headers,
+        body,
         forwarded: &fwd,
         route_name: &route.cfg.name,
         route_path: &route.cfg.path,
@@ -472,4 +517,35 @@ fn handshake_response(a: crate::verify::handshake::Answer) -> HttpResponse {
         http::HeaderValue::from_static(a.content_type),
     );
     r
+}
+
+/// The three inputs of a jq program for a verified request.
+fn rules_input(v: &crate::verify::Verified) -> crate::rules::transform::Input {
+    let p = v.parts();
+    let ct = p
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|c| c.to_str().ok());
+    crate::rules::transform::Input {
+        body: crate::rules::input_value(ct, v.body()),
+        headers: crate::rules::headers_value(
+            p.headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())),
+        ),
+        query: crate::rules::query_value(p.uri.query()),
+    }
+}
+
+/// Whether target `t` takes this event: no filter, or a filter whose first output is truthy.
+async fn admits(
+    jq: &JqPool,
+    route: &str,
+    t: &crate::config::Target,
+    v: &crate::verify::Verified,
+) -> bool {
+    match &t.filter {
+        None => true,
+        Some(program) => {
+            crate::rules::transform::filter(jq, program, rules_input(v), route, &t.name).await
+        }
+    }
 }

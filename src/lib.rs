@@ -7,6 +7,7 @@ pub mod app;
 pub mod config;
 pub mod deliver;
 pub mod ingress;
+pub mod rules;
 pub mod server;
 pub mod store;
 pub mod verify;

@@ -127,7 +127,7 @@ routes:
     verify: { discord: { public_key: "zz" } }
     targets:
       - { name: a, url: "http://a" }
-      - { name: a, url: "http://b", filter: ".x" }
+      - { name: a, url: "http://b", filter: ".x | (" }
 "#;
     let (code, _, err, p, _d) = check(yaml, &[]);
     assert_eq!(code, 1);
@@ -156,7 +156,6 @@ routes:
     has(&err, &p, 21, 11, "must match [a-z0-9_-]+");
     has(&err, &p, 23, 38, "discord public_key must be hex");
     has(&err, &p, 26, 17, "duplicate target name `a`");
-    has(&err, &p, 26, 45, "`filter` (jq) is not available");
     // One line per problem, nothing else.
     assert!(
         err.lines().all(|l| l.starts_with(&p.display().to_string())),
@@ -257,4 +256,28 @@ fn verifier_keys_fail_closed() {
     has(&err, &p, 16, 47, "signs no timestamp");
     has(&err, &p, 17, 19, "only used by the meta verifier");
     has(&err, &p, 21, 39, "not an Ed25519 key");
+}
+
+#[test]
+fn jq_errors_point_inside_the_yaml_string() {
+    let yaml = r#"routes:
+  - name: a
+    path: /a
+    verify: { none: true }
+    targets:
+      - name: t
+        url: "http://x"
+        filter: '.ref | nosuchfn'
+        transform: "def loop: loop; loop"
+      - name: u
+        url: "http://x"
+        transform: |
+          {a: .a,
+           b: ]}
+"#;
+    let (code, _, err, p, _d) = check(yaml, &[]);
+    assert_eq!(code, 1);
+    has(&err, &p, 8, 25, "undefined filter `nosuchfn`");
+    has(&err, &p, 9, 25, "calls itself");
+    has(&err, &p, 13, 15, "jq syntax error");
 }

@@ -15,6 +15,7 @@ pub const UPSTREAM_RESPONSES: &str = "hookgate_upstream_responses_total";
 pub const OPEN_CONNECTIONS: &str = "hookgate_open_connections";
 pub const TLS_HANDSHAKE_FAILURES: &str = "hookgate_tls_handshake_failures_total";
 pub const EVENTS: &str = "hookgate_events_total";
+pub const JQ_RUNS: &str = "hookgate_jq_runs_total";
 pub const RELOADS: &str = "hookgate_reloads_total";
 pub const HANDSHAKES: &str = "hookgate_handshakes_total";
 pub const DELIVERIES: &str = "hookgate_deliveries_total";

@@ -319,6 +319,10 @@ pub struct Target {
     pub tls: TargetTls,
     /// Standard Webhooks signing key (decoded from `sign.secret`), when outbound signing is on.
     pub sign_key: Option<Vec<u8>>,
+    /// jq: which events go to this target (compiled and checked at load).
+    pub filter: Option<Arc<str>>,
+    /// jq: the JSON body sent to this target instead of the original bytes.
+    pub transform: Option<Arc<str>>,
 }
 
 #[derive(Debug, Clone, Copy)]

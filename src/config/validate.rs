@@ -21,11 +21,61 @@ pub struct Ctx<'a> {
     pub base_dir: &'a Path,
     pub env: &'a dyn Fn(&str) -> Option<String>,
     pub diags: Diagnostics,
+    /// The file's text, to point inside a YAML string at a jq error.
+    pub source: &'a str,
 }
 
 impl Ctx<'_> {
     pub fn err(&mut self, at: &Location, msg: impl Into<String>) {
         self.diags.errors.push(Diagnostic::at(at, msg));
+    }
+
+    /// A jq program, compiled now; an error points at its place inside the YAML string.
+    pub fn program(&mut self, s: &Str) -> Option<std::sync::Arc<str>> {
+        let code = self.text(s)?;
+        match crate::rules::check(&code) {
+            Ok(()) => Some(std::sync::Arc::from(code.as_str())),
+            Err(e) => {
+                let (line, column) = self.inside(&s.referenced, &code, e.offset);
+                self.diags.errors.push(Diagnostic {
+                    line,
+                    column,
+                    message: e.message,
+                });
+                None
+            }
+        }
+    }
+
+    /// Line and column of byte `offset` of a scalar's value, written at `at`.
+    fn inside(&self, at: &Location, code: &str, offset: usize) -> (u64, u64) {
+        let (line, col) = (at.line(), at.column());
+        let src_line = self
+            .source
+            .lines()
+            .nth(usize::try_from(line.saturating_sub(1)).unwrap_or(0))
+            .unwrap_or("");
+        let first = src_line
+            .chars()
+            .nth(usize::try_from(col.saturating_sub(1)).unwrap_or(0));
+        let before = &code[..offset.min(code.len())];
+        let newlines = before.matches('\n').count() as u64;
+        let last_line = before.rsplit('\n').next().unwrap_or("").chars().count() as u64;
+        match first {
+            // Block scalar: the program starts on the next line, at its indentation.
+            Some('|') | Some('>') => {
+                let l = line + 1 + newlines;
+                let text = self
+                    .source
+                    .lines()
+                    .nth(usize::try_from(l - 1).unwrap_or(0))
+                    .unwrap_or("");
+                let indent = text.chars().take_while(|c| *c == ' ').count() as u64;
+                (l, indent + 1 + last_line)
+            }
+            Some('"') | Some('\'') => (line, col + 1 + last_line),
+            _ => (line, col + last_line),
+        }
     }
 
     pub fn warn(&mut self, at: &Location, msg: impl Into<String>) {
@@ -1083,14 +1133,8 @@ fn target(raw: &Spanned<RawTarget>, defaults: &TargetDefaults, ctx: &mut Ctx) ->
             None
         }
     };
-    for (what, s) in [("filter", &t.filter), ("transform", &t.transform)] {
-        if let Some(s) = s {
-            ctx.err(
-                &s.referenced,
-                format!("`{what}` (jq) is not available in this build yet; remove it or route without it"),
-            );
-        }
-    }
+    let filter = t.filter.as_ref().and_then(|s| ctx.program(s));
+    let transform = t.transform.as_ref().and_then(|s| ctx.program(s));
     let sign_key = t.sign.as_ref().and_then(|s| match &s.value.secret {
         None => {
             ctx.err(&s.referenced, "sign needs `secret` (whsec_<base64>)");
@@ -1159,5 +1203,7 @@ fn target(raw: &Spanned<RawTarget>, defaults: &TargetDefaults, ctx: &mut Ctx) ->
         headers_remove,
         tls,
         sign_key,
+        filter,
+        transform,
     })
 }

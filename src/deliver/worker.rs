@@ -35,6 +35,7 @@ pub struct TargetWorker {
     breaker: Mutex<Breaker>,
     wake: Notify,
     slots: Arc<Semaphore>,
+    jq: crate::rules::pool::JqPool,
 }
 
 impl TargetWorker {
@@ -44,6 +45,7 @@ impl TargetWorker {
         target: Target,
         client: HttpClient,
         signature_headers: Vec<HeaderName>,
+        jq: crate::rules::pool::JqPool,
     ) -> Self {
         let limiter = target.rate_limit.map(|r| {
             governor::RateLimiter::direct(Quota::per_second(r.per_second).allow_burst(r.burst))
@@ -64,6 +66,7 @@ impl TargetWorker {
             limiter,
             breaker: Mutex::new(breaker),
             wake: Notify::new(),
+            jq,
         }
     }
 
@@ -180,10 +183,40 @@ impl TargetWorker {
         }
     }
 
+    /// The body for this target: the original bytes, or the transform's single JSON output.
+    async fn body(&self, c: &Claimed) -> Result<Option<bytes::Bytes>, String> {
+        let Some(program) = &self.target.transform else {
+            return Ok(None);
+        };
+        let ev = &c.event;
+        let ct = ev
+            .headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case("content-type"))
+            .and_then(|(_, v)| std::str::from_utf8(v).ok());
+        let input = crate::rules::transform::Input {
+            body: crate::rules::input_value(ct, &ev.body),
+            headers: crate::rules::headers_value(
+                ev.headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())),
+            ),
+            query: crate::rules::query_value(ev.path_and_query.split_once('?').map(|(_, q)| q)),
+        };
+        crate::rules::transform::apply(
+            &self.jq,
+            program,
+            input,
+            &self.route.name,
+            &self.target.name,
+        )
+        .await
+        .map(Some)
+    }
+
     fn request(
         &self,
         c: &Claimed,
         attempt_no: u32,
+        transformed: Option<bytes::Bytes>,
     ) -> Result<http::Request<http_body_util::Full<bytes::Bytes>>, UpstreamError> {
         let ev = &c.event;
         let uri: http::Uri = ev
@@ -199,6 +232,13 @@ impl TargetWorker {
                 headers.append(n, v);
             }
         }
+        if transformed.is_some() {
+            headers.insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+        }
+        let body = transformed.unwrap_or_else(|| ev.body.clone());
         let mut extra = vec![
             (
                 HeaderName::from_static("hookgate-event-id"),
@@ -214,7 +254,7 @@ impl TargetWorker {
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(0);
-            let sig = super::sign::signature(key, &ev.id, ts, &ev.body);
+            let sig = super::sign::signature(key, &ev.id, ts, &body);
             let hv = |s: &str| {
                 HeaderValue::from_str(s).map_err(|e| UpstreamError::Request(e.to_string()))
             };
@@ -238,7 +278,7 @@ impl TargetWorker {
             method: http::Method::from_bytes(ev.method.as_bytes()).unwrap_or(http::Method::POST),
             uri: &uri,
             headers,
-            body: ev.body.clone(),
+            body,
             forwarded: &forwarded,
             route_name: &self.route.name,
             route_path: &self.route.path,
@@ -256,9 +296,13 @@ impl TargetWorker {
         let attempt_no = c.attempts + 1;
         let started_at = SystemTime::now();
         let start = Instant::now();
-        let result = match self.request(&c, attempt_no) {
-            Ok(req) => proxy::send(&self.client, req, self.target.timeout).await,
-            Err(e) => Err(e),
+        let result = match self.body(&c).await {
+            // A transform that fails cannot succeed on retry: the delivery is dead.
+            Err(e) => Err(UpstreamError::Request(format!("transform: {e}"))),
+            Ok(body) => match self.request(&c, attempt_no, body) {
+                Ok(req) => proxy::send(&self.client, req, self.target.timeout).await,
+                Err(e) => Err(e),
+            },
         };
         let elapsed = start.elapsed();
         let (outcome, status, error) = match &result {
@@ -382,6 +426,8 @@ struct Handle {
 /// their attempts in flight (their pending deliveries become dead letters in the store).
 pub struct Engine {
     store: Option<Arc<dyn Store>>,
+    /// The jq pool, shared with ingress.
+    pub jq: crate::rules::pool::JqPool,
     workers: Mutex<HashMap<(String, String), Handle>>,
 }
 
@@ -394,9 +440,10 @@ pub struct Wanted {
 }
 
 impl Engine {
-    pub fn new(store: Option<Arc<dyn Store>>) -> Self {
+    pub fn new(store: Option<Arc<dyn Store>>, jq: crate::rules::pool::JqPool) -> Self {
         Engine {
             store,
+            jq,
             workers: Mutex::new(HashMap::new()),
         }
     }
@@ -442,6 +489,7 @@ impl Engine {
                     w.target,
                     w.client,
                     w.signature_headers,
+                    self.jq.clone(),
                 ));
                 let (stop, rx) = watch::channel(false);
                 let task = tokio::spawn(worker.clone().run(rx));
