@@ -486,6 +486,8 @@ async fn forward_sync(
         target,
         signature_headers: &route.signature_headers,
         extra: Vec::new(),
+        // A sync request is not stored; templates still get a unique id per request.
+        event_id: &uuid::Uuid::now_v7().to_string(),
     }
     .into_request()?;
     let start = Instant::now();

@@ -159,3 +159,35 @@ routes:
     assert_eq!(rx.count(), 1);
     gw.gw.drain().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_templates_and_kept_signatures() {
+    let rx = TestReceiver::start().await;
+    let yaml = format!(
+        r#"server: {{ listen: ["127.0.0.1:0"] }}
+admin: {{ listen: "127.0.0.1:0" }}
+storage: {{ path: data }}
+routes:
+  - name: gh
+    path: /gh
+    verify: {{ github: {{ secret: {SECRET} }} }}
+    targets:
+      - name: ci
+        url: {u}
+        headers:
+          set: {{ X-Event: "{{{{ event.id }}}}", X-Where: "{{{{ route }}}}/{{{{ target }}}}" }}
+          keep_signature: true
+"#,
+        u = rx.url("/ci")
+    );
+    let gw = start_gateway(&yaml, |_| {}).await;
+    let body = push("refs/heads/main");
+    let a = send(gw.addr, "/gh", &body, "t1", "application/json").await;
+    let v: serde_json::Value = serde_json::from_slice(&a.body).unwrap();
+    rx.wait_for(1, 10).await;
+    let h = rx.last().headers;
+    assert_eq!(h["x-event"], v["id"].as_str().unwrap());
+    assert_eq!(h["x-where"], "gh/ci");
+    assert_eq!(h["x-hub-signature-256"], github_sig(SECRET, &body).as_str());
+    gw.gw.drain().await;
+}

@@ -50,6 +50,7 @@ pub fn view(c: &Config) -> Value {
                             "max_age_ms": t.retry.max_age.as_millis() as u64,
                         },
                         "headers_set": t.headers_set.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+                        "keep_signature": t.keep_signature,
                         "headers_remove": t.headers_remove.iter().map(|n| n.as_str()).collect::<Vec<_>>(),
                         "signed": t.sign_key.is_some(),
                     })

@@ -314,7 +314,9 @@ pub struct Target {
     pub concurrency: usize,
     pub rate_limit: Option<TargetRate>,
     pub retry: Retry,
-    pub headers_set: Vec<(HeaderName, HeaderValue)>,
+    pub headers_set: Vec<(HeaderName, HeaderTemplate)>,
+    /// Pass the provider's signature headers on (default: dropped).
+    pub keep_signature: bool,
     pub headers_remove: Vec<HeaderName>,
     pub tls: TargetTls,
     /// Standard Webhooks signing key (decoded from `sign.secret`), when outbound signing is on.
@@ -344,4 +346,93 @@ pub struct TargetTls {
     pub ca: Option<PathBuf>,
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
+}
+
+/// A `headers.set` value: fixed, or with `{{ event.id }}`, `{{ route }}`, `{{ target }}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderTemplate {
+    Fixed(HeaderValue),
+    Parts(Vec<TemplatePart>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TemplatePart {
+    Text(String),
+    EventId,
+    Route,
+    Target,
+}
+
+impl HeaderTemplate {
+    /// Parses `{{ name }}` placeholders; an unknown name is an error.
+    pub fn parse(s: &str) -> Result<HeaderTemplate, String> {
+        if !s.contains("{{") {
+            return HeaderValue::from_str(s)
+                .map(HeaderTemplate::Fixed)
+                .map_err(|_| format!("`{s}` is not a valid header value"));
+        }
+        let mut parts = Vec::new();
+        let mut rest = s;
+        while let Some(i) = rest.find("{{") {
+            if i > 0 {
+                parts.push(TemplatePart::Text(rest[..i].to_owned()));
+            }
+            let end = rest[i..]
+                .find("}}")
+                .ok_or_else(|| format!("unclosed `{{{{` in `{s}`"))?;
+            let name = rest[i + 2..i + end].trim();
+            parts.push(match name {
+                "event.id" => TemplatePart::EventId,
+                "route" => TemplatePart::Route,
+                "target" => TemplatePart::Target,
+                other => {
+                    return Err(format!(
+                        "unknown template value `{other}` (use event.id, route, target)"
+                    ))
+                }
+            });
+            rest = &rest[i + end + 2..];
+        }
+        if !rest.is_empty() {
+            parts.push(TemplatePart::Text(rest.to_owned()));
+        }
+        Ok(HeaderTemplate::Parts(parts))
+    }
+
+    pub fn render(&self, event_id: &str, route: &str, target: &str) -> Option<HeaderValue> {
+        match self {
+            HeaderTemplate::Fixed(v) => Some(v.clone()),
+            HeaderTemplate::Parts(parts) => {
+                let s: String = parts
+                    .iter()
+                    .map(|p| match p {
+                        TemplatePart::Text(t) => t.as_str(),
+                        TemplatePart::EventId => event_id,
+                        TemplatePart::Route => route,
+                        TemplatePart::Target => target,
+                    })
+                    .collect();
+                HeaderValue::from_str(&s).ok()
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_templates() {
+        let t = HeaderTemplate::parse("{{ event.id }}@{{route}}/{{ target }}").unwrap();
+        assert_eq!(t.render("e1", "r", "t").unwrap(), "e1@r/t");
+        assert!(matches!(
+            HeaderTemplate::parse("plain").unwrap(),
+            HeaderTemplate::Fixed(_)
+        ));
+        assert!(HeaderTemplate::parse("{{ secret }}")
+            .unwrap_err()
+            .contains("unknown template value"));
+        assert!(HeaderTemplate::parse("{{ route").is_err());
+    }
 }

@@ -279,6 +279,7 @@ pub struct RawHeaders {
     pub set: Entries,
     #[serde(default)]
     pub remove: Vec<Str>,
+    pub keep_signature: Option<Str>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -7,7 +7,7 @@ use super::raw::*;
 use super::secret::Secret;
 use super::units::{parse_duration, parse_size};
 use super::{Diagnostic, Diagnostics};
-use http::{HeaderName, HeaderValue, Method, Uri};
+use http::{HeaderName, Method, Uri};
 use ipnet::IpNet;
 use serde_saphyr::{Location, Spanned};
 use std::collections::HashSet;
@@ -1160,12 +1160,14 @@ fn target(raw: &Spanned<RawTarget>, defaults: &TargetDefaults, ctx: &mut Ctx) ->
     );
     let mut headers_set = Vec::new();
     let mut headers_remove = Vec::new();
+    let keep_signature = ctx.boolean(
+        t.headers.as_ref().and_then(|h| h.keep_signature.as_ref()),
+        false,
+    );
     if let Some(h) = &t.headers {
         for (k, v) in &h.set.0 {
             let name = ctx.header_name(k);
-            let value = ctx.parse(v, |t| {
-                HeaderValue::from_str(t).map_err(|_| format!("`{t}` is not a valid header value"))
-            });
+            let value = ctx.parse(v, HeaderTemplate::parse);
             if let (Some(n), Some(v)) = (name, value) {
                 headers_set.push((n, v));
             }
@@ -1200,6 +1202,7 @@ fn target(raw: &Spanned<RawTarget>, defaults: &TargetDefaults, ctx: &mut Ctx) ->
         rate_limit: eff.rate_limit,
         retry: eff.retry,
         headers_set,
+        keep_signature,
         headers_remove,
         tls,
         sign_key,

@@ -124,6 +124,8 @@ pub struct Outbound<'a> {
     pub signature_headers: &'a [HeaderName],
     /// Added last (`Hookgate-Event-Id`, `Hookgate-Attempt`, signing headers).
     pub extra: Vec<(HeaderName, HeaderValue)>,
+    /// For `{{ event.id }}` in `headers.set`.
+    pub event_id: &'a str,
 }
 
 impl Outbound<'_> {
@@ -131,8 +133,10 @@ impl Outbound<'_> {
         let uri = target_uri(&self.target.url, self.route_path, self.uri)?;
         let mut headers = self.headers;
         strip_hop_by_hop(&mut headers);
-        for h in self.signature_headers {
-            headers.remove(h);
+        if !self.target.keep_signature {
+            for h in self.signature_headers {
+                headers.remove(h);
+            }
         }
         let set = |h: &mut HeaderMap, name: &'static str, v: &str| {
             if let Ok(v) = HeaderValue::from_str(v) {
@@ -148,8 +152,10 @@ impl Outbound<'_> {
         for n in &self.target.headers_remove {
             headers.remove(n);
         }
-        for (n, v) in &self.target.headers_set {
-            headers.insert(n.clone(), v.clone());
+        for (n, t) in &self.target.headers_set {
+            if let Some(v) = t.render(self.event_id, self.route_name, &self.target.name) {
+                headers.insert(n.clone(), v);
+            }
         }
         for (n, v) in self.extra {
             headers.insert(n, v);

@@ -285,6 +285,7 @@ impl TargetWorker {
             target: &self.target,
             signature_headers: &self.signature_headers,
             extra,
+            event_id: &ev.id,
         }
         .into_request()
     }
