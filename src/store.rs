@@ -294,6 +294,15 @@ pub trait Store: Send + Sync + 'static {
     /// Removes up to `batch` events older than `older_than` whose deliveries are all finished
     /// (delivered or filtered), and expired dedup records. Returns events removed.
     fn purge(&self, older_than: SystemTime, batch: usize) -> BoxFut<'_, Result<usize, StoreError>>;
+    /// Holds (or releases) a target's deliveries; kept across restarts.
+    fn set_paused(
+        &self,
+        route: &str,
+        target: &str,
+        paused: bool,
+    ) -> BoxFut<'_, Result<(), StoreError>>;
+    /// Every paused (route, target).
+    fn paused(&self) -> BoxFut<'_, Result<Vec<(String, String)>, StoreError>>;
     /// Bytes the store occupies on disk.
     fn size_on_disk(&self) -> u64;
     /// False while the store cannot commit or is at `max_size` (readiness turns 503).

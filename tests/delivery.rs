@@ -379,3 +379,42 @@ async fn backlog_of_a_dead_target_waits_on_disk() {
     assert!(grown < 32 * 1024, "RSS grew by {grown} KiB");
     gw.gw.drain().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paused_targets_queue_and_stay_paused_across_restarts() {
+    let rx = TestReceiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let y = yaml(&target("ci", &rx.url("/ci"), ""));
+    let gw = start_in(dir.path(), &y).await;
+    let (st, v) = admin_post(gw.admin_addr, "/api/v1/targets/gh/ci/pause", "").await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(
+        admin_post(gw.admin_addr, "/api/v1/targets/gh/nope/pause", "")
+            .await
+            .0,
+        404
+    );
+    for i in 0..3 {
+        assert_eq!(
+            send(gw.public_addrs[0], b"{}", &format!("p-{i}"))
+                .await
+                .status,
+            202
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(rx.count(), 0, "a paused target received deliveries");
+    let (_, routes) = admin_get(gw.admin_addr, "/api/v1/routes").await;
+    assert_eq!(routes["routes"][0]["targets"][0]["paused"], true);
+    assert_eq!(routes["routes"][0]["targets"][0]["pending"], 3);
+    gw.drain().await;
+
+    // Still paused after a restart.
+    let gw = start_in(dir.path(), &y).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(rx.count(), 0);
+    let (st, _) = admin_post(gw.admin_addr, "/api/v1/targets/gh/ci/resume", "").await;
+    assert_eq!(st, 200);
+    rx.wait_for(3, 10).await;
+    gw.drain().await;
+}

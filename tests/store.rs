@@ -185,6 +185,16 @@ async fn conformance(open: impl Fn() -> Arc<dyn Store>) {
     assert!(s.get_event("e1").await.unwrap().is_none());
     assert!(s.get_event("f0").await.unwrap().is_some());
 
+    // Pause is durable.
+    s.set_paused("r", "a", true).await.unwrap();
+    s.set_paused("r", "a", true).await.unwrap();
+    assert_eq!(
+        s.paused().await.unwrap(),
+        vec![("r".to_owned(), "a".to_owned())]
+    );
+    s.set_paused("r", "a", false).await.unwrap();
+    assert!(s.paused().await.unwrap().is_empty());
+
     // A target that left the config: its pending work becomes dead letters, not lost.
     assert_eq!(
         s.retire_targets(vec![("r".into(), "b".into())])

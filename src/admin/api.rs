@@ -83,6 +83,19 @@ pub async fn handle(
             ),
             Err(ReloadError::Refused(why)) => error_json(StatusCode::BAD_REQUEST, &why),
         },
+        (&Method::POST, ["targets", route, target, action @ ("pause" | "resume")]) => {
+            match admin
+                .engine
+                .set_paused(route, target, *action == "pause")
+                .await
+            {
+                Ok(true) => {
+                    ok(json!({ "route": route, "target": target, "paused": *action == "pause" }))
+                }
+                Ok(false) => error_json(StatusCode::NOT_FOUND, "no such async target"),
+                Err(e) => store_error(e),
+            }
+        }
         (&Method::GET, ["config"]) => ok(super::config_view::view(
             &admin.ingress.runtime.load().config,
         )),
@@ -140,9 +153,10 @@ pub async fn handle(
             Some(s) => replay_dead(admin, s, &body).await,
             None => no_store(),
         },
-        (_, ["routes" | "events" | "dead-letters" | "rejections" | "reload" | "config", ..]) => {
-            error_json(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
-        }
+        (
+            _,
+            ["routes" | "events" | "dead-letters" | "rejections" | "reload" | "config" | "targets", ..],
+        ) => error_json(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
         _ => error_json(StatusCode::NOT_FOUND, "no such endpoint"),
     }
 }
@@ -186,6 +200,7 @@ async fn routes(admin: &Admin) -> HttpResponse {
                         "delivered": st.map(|s| s.delivered).unwrap_or(0),
                         "oldest_pending_ms": st.and_then(|s| s.oldest_pending_ms),
                         "circuit": circuit.unwrap_or("closed"),
+                        "paused": admin.engine.is_paused(&r.cfg.name, &t.name),
                     })
                 })
                 .collect();

@@ -36,6 +36,8 @@ pub struct TargetWorker {
     wake: Notify,
     slots: Arc<Semaphore>,
     jq: crate::rules::pool::JqPool,
+    /// Held by an operator: deliveries queue on disk meanwhile.
+    paused: std::sync::atomic::AtomicBool,
 }
 
 impl TargetWorker {
@@ -67,11 +69,22 @@ impl TargetWorker {
             breaker: Mutex::new(breaker),
             wake: Notify::new(),
             jq,
+            paused: Default::default(),
         }
     }
 
     pub fn wake(&self) {
         self.wake.notify_one();
+    }
+
+    pub fn set_paused(&self, paused: bool) {
+        self.paused
+            .store(paused, std::sync::atomic::Ordering::Release);
+        self.wake();
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(std::sync::atomic::Ordering::Acquire)
     }
 
     pub fn circuit(&self) -> &'static str {
@@ -89,6 +102,13 @@ impl TargetWorker {
     pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         let lease = self.target.timeout + Duration::from_secs(30);
         while !*stop.borrow() {
+            if self.is_paused() {
+                tokio::select! {
+                    _ = self.wake.notified() => {},
+                    _ = stop.changed() => break,
+                }
+                continue;
+            }
             let first = tokio::select! {
                 p = self.slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
                 _ = stop.changed() => break,
@@ -455,6 +475,8 @@ impl Engine {
         let Some(store) = &self.store else {
             return Ok(0);
         };
+        let paused: std::collections::HashSet<(String, String)> =
+            store.paused().await?.into_iter().collect();
         let mut live = Vec::new();
         let mut stopping = Vec::new();
         if let Ok(mut workers) = self.workers.lock() {
@@ -492,6 +514,7 @@ impl Engine {
                     w.signature_headers,
                     self.jq.clone(),
                 ));
+                worker.set_paused(paused.contains(&key));
                 let (stop, rx) = watch::channel(false);
                 let task = tokio::spawn(worker.clone().run(rx));
                 workers.insert(
@@ -550,6 +573,36 @@ impl Engine {
 
     pub fn wake_all(&self) {
         self.each(|_, w| w.wake());
+    }
+
+    /// Pauses or resumes a target, durably. False when no such async target runs.
+    pub async fn set_paused(
+        &self,
+        route: &str,
+        target: &str,
+        paused: bool,
+    ) -> Result<bool, crate::store::StoreError> {
+        let worker = self.workers.lock().ok().and_then(|w| {
+            w.get(&(route.to_owned(), target.to_owned()))
+                .map(|h| h.worker.clone())
+        });
+        let (Some(worker), Some(store)) = (worker, &self.store) else {
+            return Ok(false);
+        };
+        store.set_paused(route, target, paused).await?;
+        worker.set_paused(paused);
+        Ok(true)
+    }
+
+    pub fn is_paused(&self, route: &str, target: &str) -> bool {
+        self.workers
+            .lock()
+            .ok()
+            .and_then(|w| {
+                w.get(&(route.to_owned(), target.to_owned()))
+                    .map(|h| h.worker.is_paused())
+            })
+            .unwrap_or(false)
     }
 
     /// The circuit state of one target's worker.

@@ -21,6 +21,7 @@
 //!            claimed_until, created_at, updated_at, last_error)
 //! attempts(delivery_id, at, status, error, duration_ms)
 //! dedup(route, key, event_id, expires_at, PK(route, key))
+//! paused(route, target, PK(route, target))
 //! ```
 //!
 //! Times are Unix milliseconds. `state`: 0 pending, 1 delivered, 2 dead, 3 filtered.
@@ -108,6 +109,11 @@ CREATE TABLE IF NOT EXISTS dedup (
     PRIMARY KEY (route, key)
 );
 CREATE INDEX IF NOT EXISTS dedup_expiry ON dedup(expires_at);
+CREATE TABLE IF NOT EXISTS paused (
+    route TEXT NOT NULL,
+    target TEXT NOT NULL,
+    PRIMARY KEY (route, target)
+);
 ";
 
 fn open_conn(path: &Path) -> rusqlite::Result<Connection> {
@@ -298,6 +304,10 @@ fn now_ms() -> i64 {
 
 fn sql(e: rusqlite::Error) -> StoreError {
     unavailable(e)
+}
+
+fn sql_err(e: rusqlite::Error) -> StoreError {
+    sql(e)
 }
 
 fn enqueue_tx(txn: &Transaction, ev: &NewEvent) -> Result<Enqueued, StoreError> {
@@ -769,6 +779,34 @@ impl Store for EmbeddedStore {
             // Give freed pages back to the file system a little at a time.
             txn.query_row("PRAGMA incremental_vacuum(256)", [], |_| Ok(())).optional().map_err(sql)?;
             Ok(ids.len())
+        })
+    }
+
+    fn set_paused(
+        &self,
+        route: &str,
+        target: &str,
+        paused: bool,
+    ) -> BoxFut<'_, Result<(), StoreError>> {
+        let (route, target) = (route.to_owned(), target.to_owned());
+        self.write(move |txn| {
+            let sql = if paused {
+                "INSERT OR IGNORE INTO paused (route, target) VALUES (?1, ?2)"
+            } else {
+                "DELETE FROM paused WHERE route = ?1 AND target = ?2"
+            };
+            txn.execute(sql, params![route, target])
+                .map(|_| ())
+                .map_err(sql_err)
+        })
+    }
+
+    fn paused(&self) -> BoxFut<'_, Result<Vec<(String, String)>, StoreError>> {
+        self.read(|c| {
+            let mut s =
+                c.prepare_cached("SELECT route, target FROM paused ORDER BY route, target")?;
+            let rows = s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect()
         })
     }
 
