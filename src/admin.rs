@@ -2,6 +2,7 @@
 //! bearer token compared in constant time.
 
 pub mod api;
+pub mod cli;
 pub mod config_view;
 pub mod metrics;
 

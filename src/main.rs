@@ -1,7 +1,8 @@
 //! The `hookgate` command: CLI parsing, logging, exit codes (0 ok, 1 invalid input or
 //! config, 2 runtime failure). Everything else lives in the library.
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use hookgate::admin::cli::{self, AdminClient, CliError};
 use hookgate::app::Gateway;
 use hookgate::config;
 use std::io::Read;
@@ -47,6 +48,120 @@ enum Command {
         #[arg(long)]
         url: Option<String>,
     },
+    /// Routes and targets at a glance: queues, dead letters, circuits, pauses.
+    Status {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Recent events and one event's attempts.
+    Events {
+        #[command(subcommand)]
+        cmd: EventsCmd,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Dead letters: list and replay.
+    #[command(name = "dead-letters")]
+    DeadLetters {
+        #[command(subcommand)]
+        cmd: DeadCmd,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Deliver one event again (all its targets, or one).
+    Replay {
+        event_id: String,
+        #[arg(long)]
+        target: Option<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Hold or release a target's deliveries (they queue meanwhile).
+    Targets {
+        #[command(subcommand)]
+        cmd: TargetsCmd,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Reload the running gateway's config now.
+    Reload {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+#[derive(Args)]
+struct AdminArgs {
+    /// Admin listener URL.
+    #[arg(
+        long,
+        env = "HOOKGATE_ADMIN",
+        default_value = "http://127.0.0.1:9900",
+        global = true
+    )]
+    admin: String,
+    /// Admin bearer token.
+    #[arg(
+        long,
+        env = "HOOKGATE_ADMIN_TOKEN",
+        hide_env_values = true,
+        global = true
+    )]
+    token: Option<String>,
+    /// Print the API's JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum EventsCmd {
+    /// Newest first.
+    List {
+        #[arg(long)]
+        route: Option<String>,
+        /// route/target or a target name.
+        #[arg(long)]
+        target: Option<String>,
+        /// pending, delivered, dead or filtered.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[arg(long)]
+        cursor: Option<String>,
+    },
+    /// One event: headers, body, deliveries, every attempt.
+    Show { id: String },
+}
+
+#[derive(Subcommand)]
+enum DeadCmd {
+    List {
+        /// route/target
+        #[arg(long)]
+        target: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Replay some dead letters (--ids) or all of a target's (--all).
+    Replay {
+        /// route/target
+        #[arg(long)]
+        target: Option<String>,
+        #[arg(long)]
+        all: bool,
+        /// Delivery ids, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        ids: Vec<i64>,
+    },
+}
+
+#[derive(Subcommand)]
+enum TargetsCmd {
+    /// route/target
+    Pause { target: String },
+    /// route/target
+    Resume { target: String },
 }
 
 fn init_logging() {
@@ -77,7 +192,194 @@ fn main() -> ExitCode {
             body,
             url,
         } => sign(&provider, &secret, body, url),
+        other => operate(other),
     }
+}
+
+fn query(pairs: &[(&str, Option<String>)]) -> String {
+    let mut q = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in pairs {
+        if let Some(v) = v {
+            q.append_pair(k, v);
+        }
+    }
+    q.finish()
+}
+
+/// The operator commands: thin clients of the admin API.
+fn operate(cmd: Command) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match rt.block_on(run_operator(cmd)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+async fn run_operator(cmd: Command) -> Result<(), CliError> {
+    use http::Method;
+    let mut out = std::io::stdout().lock();
+    let show = |json: bool,
+                v: &serde_json::Value,
+                out: &mut std::io::StdoutLock,
+                f: fn(&serde_json::Value, &mut std::io::StdoutLock)| {
+        if json {
+            println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+        } else {
+            f(v, out);
+        }
+    };
+    let split = |t: &str| -> Result<(String, String), CliError> {
+        t.split_once('/')
+            .map(|(r, t)| (r.to_owned(), t.to_owned()))
+            .ok_or_else(|| CliError::Refused(format!("target `{t}` must be written route/target")))
+    };
+    match cmd {
+        Command::Status { admin } => {
+            let c = AdminClient::new(&admin.admin, admin.token);
+            let v = c.call(Method::GET, "/api/v1/routes", None).await?;
+            show(admin.json, &v, &mut out, |v, o| cli::print_status(v, o));
+        }
+        Command::Events { cmd, admin } => {
+            let c = AdminClient::new(&admin.admin, admin.token);
+            match cmd {
+                EventsCmd::List {
+                    route,
+                    target,
+                    status,
+                    limit,
+                    cursor,
+                } => {
+                    let q = query(&[
+                        ("route", route),
+                        ("target", target),
+                        ("status", status),
+                        ("limit", Some(limit.to_string())),
+                        ("cursor", cursor),
+                    ]);
+                    let v = c
+                        .call(Method::GET, &format!("/api/v1/events?{q}"), None)
+                        .await?;
+                    show(admin.json, &v, &mut out, |v, o| cli::print_events(v, o));
+                }
+                EventsCmd::Show { id } => {
+                    let v = c
+                        .call(Method::GET, &format!("/api/v1/events/{id}"), None)
+                        .await?;
+                    show(admin.json, &v, &mut out, |v, o| cli::print_event(v, o));
+                }
+            }
+        }
+        Command::DeadLetters { cmd, admin } => {
+            let c = AdminClient::new(&admin.admin, admin.token);
+            match cmd {
+                DeadCmd::List { target, limit } => {
+                    let q = query(&[("target", target), ("limit", Some(limit.to_string()))]);
+                    let v = c
+                        .call(Method::GET, &format!("/api/v1/dead-letters?{q}"), None)
+                        .await?;
+                    show(admin.json, &v, &mut out, |v, o| cli::print_dead(v, o));
+                }
+                DeadCmd::Replay { target, all, ids } => {
+                    let n = match (all, ids.is_empty(), target) {
+                        (true, true, Some(t)) => {
+                            split(&t)?;
+                            cli::replay_all(&c, &t, 100).await?
+                        }
+                        (false, false, _) => {
+                            let v = c
+                                .call(
+                                    Method::POST,
+                                    "/api/v1/dead-letters/replay",
+                                    Some(serde_json::json!({ "ids": ids })),
+                                )
+                                .await?;
+                            v["replayed"].as_u64().unwrap_or(0) as usize
+                        }
+                        _ => {
+                            return Err(CliError::Refused(
+                                "give --ids 1,2,3, or --all with --target route/target".into(),
+                            ))
+                        }
+                    };
+                    println!("replayed {n} dead letter(s)");
+                }
+            }
+        }
+        Command::Replay {
+            event_id,
+            target,
+            admin,
+        } => {
+            let c = AdminClient::new(&admin.admin, admin.token);
+            let q = query(&[("target", target)]);
+            let v = c
+                .call(
+                    Method::POST,
+                    &format!("/api/v1/events/{event_id}/replay?{q}"),
+                    None,
+                )
+                .await?;
+            if admin.json {
+                println!("{v}");
+            } else {
+                println!("replaying {} deliver(y/ies) of {event_id}", v["replayed"]);
+            }
+        }
+        Command::Targets { cmd, admin } => {
+            let c = AdminClient::new(&admin.admin, admin.token);
+            let (t, action) = match cmd {
+                TargetsCmd::Pause { target } => (target, "pause"),
+                TargetsCmd::Resume { target } => (target, "resume"),
+            };
+            let (route, target) = split(&t)?;
+            let v = c
+                .call(
+                    Method::POST,
+                    &format!("/api/v1/targets/{route}/{target}/{action}"),
+                    None,
+                )
+                .await?;
+            if admin.json {
+                println!("{v}");
+            } else {
+                println!(
+                    "{route}/{target}: {}",
+                    if v["paused"] == true {
+                        "paused"
+                    } else {
+                        "resumed"
+                    }
+                );
+            }
+        }
+        Command::Reload { admin } => {
+            let c = AdminClient::new(&admin.admin, admin.token);
+            let v = c.call(Method::POST, "/api/v1/reload", None).await?;
+            if admin.json {
+                println!("{v}");
+            } else {
+                println!(
+                    "{} (version {})",
+                    v["result"].as_str().unwrap_or("?"),
+                    v["version"].as_str().unwrap_or("?")
+                );
+            }
+        }
+        Command::Run { .. } | Command::Check { .. } | Command::Sign { .. } => {}
+    }
+    Ok(())
 }
 
 fn print_warnings(path: &std::path::Path, warnings: &[config::Diagnostic]) {
