@@ -17,6 +17,9 @@ use std::time::{Duration, UNIX_EPOCH};
 
 const MAX_LIMIT: usize = 1000;
 
+/// The OpenAPI 3 document of this API, kept true by `tests/openapi.rs`.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
 fn query(q: Option<&str>) -> HashMap<String, String> {
     form_urlencoded::parse(q.unwrap_or("").as_bytes())
         .into_owned()
@@ -71,6 +74,7 @@ pub async fn handle(
     let segs: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
     let store = admin.store.as_ref();
     match (method, segs.as_slice()) {
+        (&Method::GET, ["openapi.json"]) => json(StatusCode::OK, OPENAPI.to_owned()),
         (&Method::GET, ["routes"]) => routes(admin).await,
         (&Method::POST, ["reload"]) => match admin.reloader.reload("admin API").await {
             Ok(Reloaded::Applied { hash }) => ok(json!({ "result": "reloaded", "version": hash })),
