@@ -282,6 +282,10 @@ async fn pipeline(
         metrics::counter!(m::SECRET_MATCHES, "route" => route.cfg.name.clone(), "index" => i.to_string()).increment(1);
     }
 
+    if route.cfg.debug_body {
+        tracing::debug!(route = %route.cfg.name, body = %String::from_utf8_lossy(verified.body()), "request body (debug_body is on for this route)");
+    }
+
     // Handshakes a provider sends before events: answered here, in either mode.
     if let VerifySpec::Provider(p) = &route.cfg.verify {
         if let Some(a) = crate::verify::handshake::after_verification(p, verified.body()) {

@@ -139,3 +139,75 @@ routes:
     );
     gw.gw.drain().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_and_secrets_stay_out_of_the_logs_unless_debug_body() {
+    let rx = TestReceiver::start().await;
+    for debug_body in [false, true] {
+        let (port, admin) = (free_port(), free_port());
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = write_config(
+            dir.path(),
+            &format!(
+                r#"server: {{ listen: ["127.0.0.1:{port}"] }}
+admin: {{ listen: "127.0.0.1:{admin}", token: "admin-t0ken-xyz" }}
+routes:
+  - name: r
+    path: /r
+    mode: sync
+    debug_body: {debug_body}
+    verify: {{ bearer: {{ secret: "sekrit-123" }} }}
+    targets: [{{ name: t, url: "{}" }}]
+"#,
+                rx.url("/")
+            ),
+        );
+        let child = Command::new(env!("CARGO_BIN_EXE_hookgate"))
+            .args(["run", "-c"])
+            .arg(&cfg)
+            .env("RUST_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while tokio::net::TcpStream::connect(addr).await.is_err() {
+            assert!(Instant::now() < deadline);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let ok = plain(
+            addr,
+            post(
+                "/r",
+                &[("authorization", "Bearer sekrit-123")],
+                b"{\"marker\":\"b0dy-m4rker\"}",
+            ),
+        )
+        .await;
+        assert_eq!(ok.status, 200);
+        let bad = plain(
+            addr,
+            post("/r", &[("authorization", "Bearer wrong-guess-777")], b"{}"),
+        )
+        .await;
+        assert_eq!(bad.status, 401);
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+            .await
+            .unwrap();
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert!(log.contains("hookgate::access"), "no access log:\n{log}");
+        for secret in ["sekrit-123", "admin-t0ken-xyz", "wrong-guess-777"] {
+            assert!(!log.contains(secret), "`{secret}` appeared in the log");
+        }
+        assert_eq!(
+            log.contains("b0dy-m4rker"),
+            debug_body,
+            "body logging should follow debug_body={debug_body}"
+        );
+    }
+}

@@ -196,6 +196,7 @@ async fn routes(admin: &Admin) -> HttpResponse {
                 .map(|t| {
                     let st = stats.iter().find(|s| s.route == r.cfg.name && s.target == t.name);
                     let circuit = admin.engine.circuit(&r.cfg.name, &t.name);
+                    let (in_flight, last_error) = admin.engine.activity(&r.cfg.name, &t.name);
                     json!({
                         "name": t.name,
                         "url": t.url.to_string(),
@@ -205,6 +206,8 @@ async fn routes(admin: &Admin) -> HttpResponse {
                         "oldest_pending_ms": st.and_then(|s| s.oldest_pending_ms),
                         "circuit": circuit.unwrap_or("closed"),
                         "paused": admin.engine.is_paused(&r.cfg.name, &t.name),
+                        "in_flight": in_flight,
+                        "last_error": last_error,
                     })
                 })
                 .collect();

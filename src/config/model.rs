@@ -105,6 +105,8 @@ pub struct Route {
     pub rate_limit: Option<RouteRate>,
     pub dedup: Dedup,
     pub targets: Vec<Target>,
+    /// Log verified request bodies at debug level.
+    pub debug_body: bool,
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -155,6 +155,8 @@ pub struct RawRoute {
     pub rate_limit: Option<Spanned<RawRate>>,
     pub dedup: Option<Spanned<RawDedup>>,
     pub verify_token: Option<Str>,
+    /// Log request bodies at debug level (off by default: bodies are never logged).
+    pub debug_body: Option<Str>,
     #[serde(default)]
     pub targets: Vec<Spanned<RawTarget>>,
 }

@@ -704,6 +704,7 @@ fn route(raw: &Spanned<RawRoute>, defaults: &TargetDefaults, ctx: &mut Ctx) -> O
         rate_limit,
         dedup,
         targets,
+        debug_body: ctx.boolean(r.debug_body.as_ref(), false),
     })
 }
 

@@ -38,6 +38,8 @@ pub struct TargetWorker {
     jq: crate::rules::pool::JqPool,
     /// Held by an operator: deliveries queue on disk meanwhile.
     paused: std::sync::atomic::AtomicBool,
+    /// The last failed attempt's error, cleared by a success.
+    last_error: Mutex<Option<String>>,
 }
 
 impl TargetWorker {
@@ -70,6 +72,7 @@ impl TargetWorker {
             wake: Notify::new(),
             jq,
             paused: Default::default(),
+            last_error: Mutex::new(None),
         }
     }
 
@@ -85,6 +88,17 @@ impl TargetWorker {
 
     pub fn is_paused(&self) -> bool {
         self.paused.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Attempts running now.
+    pub fn in_flight(&self) -> usize {
+        self.target
+            .concurrency
+            .saturating_sub(self.slots.available_permits())
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().ok().and_then(|e| e.clone())
     }
 
     pub fn circuit(&self) -> &'static str {
@@ -401,6 +415,12 @@ impl TargetWorker {
                 }
             }
         };
+        if let Ok(mut last) = self.last_error.lock() {
+            *last = match &completion {
+                Completion::Delivered => None,
+                Completion::Retry { error, .. } | Completion::Dead { error } => Some(error.clone()),
+            };
+        }
         let label = match &completion {
             Completion::Delivered => "delivered",
             Completion::Retry { .. } => "retry",
@@ -592,6 +612,18 @@ impl Engine {
         store.set_paused(route, target, paused).await?;
         worker.set_paused(paused);
         Ok(true)
+    }
+
+    /// (in flight, last error) of one target's worker.
+    pub fn activity(&self, route: &str, target: &str) -> (usize, Option<String>) {
+        self.workers
+            .lock()
+            .ok()
+            .and_then(|w| {
+                w.get(&(route.to_owned(), target.to_owned()))
+                    .map(|h| (h.worker.in_flight(), h.worker.last_error()))
+            })
+            .unwrap_or((0, None))
     }
 
     pub fn is_paused(&self, route: &str, target: &str) -> bool {
