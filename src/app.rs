@@ -9,7 +9,7 @@ use crate::ingress::{ConnInfo, Ingress, Runtime};
 use crate::server::listener::{self, Settings};
 use crate::server::tls;
 use crate::store::embedded::EmbeddedStore;
-use crate::store::{Store, StoreError};
+use crate::store::Store;
 use arc_swap::ArcSwap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -89,10 +89,9 @@ impl Gateway {
         let store: Option<Arc<dyn Store>> = if needs_store {
             let s = match storage.backend {
                 StorageBackend::Embedded => EmbeddedStore::open(&storage.path, storage.max_size)?,
-                StorageBackend::Postgres { .. } => {
-                    return Err(StartError::Store(StoreError::Unavailable(
-                        "the postgres backend is not available in this build".into(),
-                    )))
+                StorageBackend::Postgres { url, pool } => {
+                    crate::store::postgres::PgStore::open(url.expose(), pool, None).await?
+                        as Arc<dyn Store>
                 }
             };
             Some(s)
@@ -105,7 +104,7 @@ impl Gateway {
             Duration::from_millis(250),
             (server.max_body as usize).max(1 << 20) * 4,
         );
-        let engine = Arc::new(Engine::new(store.clone(), jq));
+        let engine = Engine::new(store.clone(), jq);
         engine.reconcile(runtime.wanted_workers()).await?;
         if let Some(store) = &store {
             tasks.spawn(housekeeping(

@@ -83,6 +83,12 @@ enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Apply the PostgreSQL schema migrations and exit (for teams that apply schema
+    /// separately; `run` applies them too).
+    Migrate {
+        #[arg(short, long, env = "HOOKGATE_CONFIG", default_value = "routes.yaml")]
+        config: PathBuf,
+    },
     /// Reload the running gateway's config now.
     Reload {
         #[command(flatten)]
@@ -192,6 +198,7 @@ fn main() -> ExitCode {
             body,
             url,
         } => sign(&provider, &secret, body, url),
+        Command::Migrate { config } => migrate(&config),
         other => operate(other),
     }
 }
@@ -377,7 +384,10 @@ async fn run_operator(cmd: Command) -> Result<(), CliError> {
                 );
             }
         }
-        Command::Run { .. } | Command::Check { .. } | Command::Sign { .. } => {}
+        Command::Run { .. }
+        | Command::Check { .. }
+        | Command::Sign { .. }
+        | Command::Migrate { .. } => {}
     }
     Ok(())
 }
@@ -418,6 +428,46 @@ fn check(path: &std::path::Path) -> ExitCode {
                 eprintln!("{line}");
             }
             ExitCode::from(1)
+        }
+    }
+}
+
+fn migrate(path: &std::path::Path) -> ExitCode {
+    let loaded = match config::load(path) {
+        Ok(l) => l,
+        Err(e) => {
+            for line in e.lines() {
+                eprintln!("{line}");
+            }
+            return ExitCode::from(1);
+        }
+    };
+    let config::StorageBackend::Postgres { url, .. } = &loaded.config.storage.backend else {
+        eprintln!("storage.backend is not postgres: nothing to migrate");
+        return ExitCode::from(1);
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match rt.block_on(hookgate::store::postgres::migrate(url.expose(), None)) {
+        Ok(v) if v.is_empty() => {
+            println!("schema is up to date");
+            ExitCode::SUCCESS
+        }
+        Ok(v) => {
+            println!("applied migrations {v:?}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(2)
         }
     }
 }

@@ -24,11 +24,12 @@
 //!    on the next start and the delivery is attempted again (at least once).
 //! 4. Retry times live in the store (`next_attempt_at`), never only in memory.
 //!
-//! Implementations: [`embedded`] (SQLite in one file, the default). The conformance tests in
-//! `tests/store.rs` run against every implementation.
+//! Implementations: [`embedded`] (SQLite in one file, the default) and [`postgres`] (shared
+//! by many replicas). The conformance tests in `tests/store.rs` run against both.
 
 pub mod codec;
 pub mod embedded;
+pub mod postgres;
 
 use bytes::Bytes;
 use serde::Serialize;
@@ -307,4 +308,10 @@ pub trait Store: Send + Sync + 'static {
     fn size_on_disk(&self) -> u64;
     /// False while the store cannot commit or is at `max_size` (readiness turns 503).
     fn healthy(&self) -> bool;
+    /// Routes with new events written by another process (shared stores only).
+    fn wakes(&self) -> Option<tokio::sync::broadcast::Receiver<String>> {
+        None
+    }
+    /// A target's `concurrency`, for stores that enforce it across a fleet of replicas.
+    fn fleet_concurrency(&self, _route: &str, _target: &str, _n: usize) {}
 }

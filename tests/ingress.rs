@@ -128,7 +128,7 @@ async fn bad_signatures_get_401_and_nothing_is_forwarded() {
             .unwrap(),
     )
     .await;
-    let text = String::from_utf8_lossy(&metrics.body);
+    let text = metrics_text(&metrics.body);
     assert!(
         text.contains(r#"hookgate_verification_failures_total{route="github",reason="no_match"}"#),
         "{text}"

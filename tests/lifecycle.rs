@@ -112,7 +112,7 @@ routes:
     assert_eq!(plain(gw.admin, get("/readyz", None)).await.status, 200);
     assert_eq!(plain(gw.addr, post("/in", &[], b"x")).await.status, 200);
     let m = plain(gw.admin, get("/metrics", None)).await;
-    let text = String::from_utf8_lossy(&m.body);
+    let text = metrics_text(&m.body);
     assert!(
         text.contains(r#"hookgate_requests_total{route="open",status="200"}"#),
         "{text}"

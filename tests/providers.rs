@@ -341,7 +341,7 @@ routes:
             .unwrap(),
     )
     .await;
-    assert!(String::from_utf8_lossy(&m.body)
+    assert!(metrics_text(&m.body)
         .contains(r#"hookgate_handshakes_total{route="meta",provider="meta"} 2"#));
     gw.gw.drain().await;
 }
@@ -373,7 +373,7 @@ async fn shadow_mode_lets_failures_through_and_records_them() {
             .unwrap(),
     )
     .await;
-    assert!(String::from_utf8_lossy(&m.body)
+    assert!(metrics_text(&m.body)
         .contains("hookgate_verification_shadow_failures_total{route=\"s\",reason=\"no_match\"}"));
     gw.gw.drain().await;
 }

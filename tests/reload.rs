@@ -64,7 +64,7 @@ async fn reload_through_the_admin_api_and_rollback_on_error() {
             .unwrap(),
     )
     .await;
-    assert!(String::from_utf8_lossy(&m.body).contains(r#"hookgate_reloads_total{result="error"}"#));
+    assert!(metrics_text(&m.body).contains(r#"hookgate_reloads_total{result="error"}"#));
     gw.gw.drain().await;
 }
 

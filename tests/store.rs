@@ -43,8 +43,12 @@ fn attempt() -> Attempt {
 
 const HOUR: Duration = Duration::from_secs(3600);
 
-async fn conformance(open: impl Fn() -> Arc<dyn Store>) {
-    let s = open();
+async fn conformance<F, Fut>(open: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Arc<dyn Store>>,
+{
+    let s = open().await;
     // Ack after commit, with the exact bytes and headers back.
     assert_eq!(
         s.enqueue(event("e1", &["a", "b"], Some("k1")))
@@ -64,8 +68,14 @@ async fn conformance(open: impl Fn() -> Arc<dyn Store>) {
     assert_eq!(c[0].event.path_and_query, "/in?x=1");
     // Leased: not handed out again.
     assert!(s.claim("r", "a", 10, HOUR).await.unwrap().is_empty());
-    // Targets progress independently.
-    assert_eq!(s.claim("r", "b", 10, HOUR).await.unwrap().len(), 1);
+    // Targets progress independently. (A short lease: the restart below outlives it.)
+    assert_eq!(
+        s.claim("r", "b", 10, Duration::from_millis(300))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 
     // Retry at a time in the future: not due before it.
     let later = SystemTime::now() + Duration::from_millis(300);
@@ -123,9 +133,11 @@ async fn conformance(open: impl Fn() -> Arc<dyn Store>) {
         "not found"
     );
 
-    // Restart: a lease held by the dead process is void; pending work is due again.
+    // Restart: a lease held by the dead process ends (at once for the embedded store, at its
+    // expiry for a shared one); pending work is due again.
     drop(s);
-    let s = open();
+    let s = open().await;
+    tokio::time::sleep(Duration::from_millis(350)).await;
     let c = s.claim("r", "b", 10, HOUR).await.unwrap();
     assert_eq!(
         c.len(),
@@ -211,17 +223,104 @@ async fn conformance(open: impl Fn() -> Arc<dyn Store>) {
     );
 }
 
-fn embedded(dir: &std::path::Path) -> impl Fn() -> Arc<dyn Store> + '_ {
-    move || -> Arc<dyn Store> {
+fn embedded(dir: &std::path::Path) -> impl Fn() -> std::future::Ready<Arc<dyn Store>> + '_ {
+    move || {
         // The previous instance's writer thread may still hold the lock for a moment.
         for _ in 0..100 {
             if let Ok(s) = EmbeddedStore::open(dir, u64::MAX) {
-                return s;
+                return std::future::ready(s as Arc<dyn Store>);
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        EmbeddedStore::open(dir, u64::MAX).unwrap()
+        std::future::ready(EmbeddedStore::open(dir, u64::MAX).unwrap() as Arc<dyn Store>)
     }
+}
+
+/// A fresh schema on the test database, when `HOOKGATE_TEST_DATABASE_URL` is set.
+fn postgres(
+    tag: &str,
+) -> Option<impl Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = Arc<dyn Store>>>>> {
+    let url = std::env::var("HOOKGATE_TEST_DATABASE_URL")
+        .ok()
+        .filter(|u| !u.is_empty())?;
+    let schema = format!("hg_{tag}_{}_{}", std::process::id(), fastrand::u32(..));
+    Some(move || {
+        let (url, schema) = (url.clone(), schema.clone());
+        Box::pin(async move {
+            hookgate::store::postgres::PgStore::open(&url, 4, Some(&schema))
+                .await
+                .unwrap() as Arc<dyn Store>
+        }) as std::pin::Pin<Box<dyn std::future::Future<Output = Arc<dyn Store>>>>
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_store_conforms() {
+    let Some(open) = postgres("conf") else {
+        eprintln!(
+            "HOOKGATE_TEST_DATABASE_URL is not set: the PostgreSQL conformance run is skipped"
+        );
+        return;
+    };
+    conformance(open).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_store_matches_the_model() {
+    let Some(open) = postgres("model") else {
+        return;
+    };
+    model_check(9, true, open).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_dedup_and_claims_hold_across_replicas() {
+    let Some(open) = postgres("fleet") else {
+        return;
+    };
+    let (a, b) = (open().await, open().await);
+    // Two replicas race on one provider delivery id: exactly one event is stored.
+    let (x, y) = tokio::join!(
+        a.enqueue(event("x1", &["t"], Some("same"))),
+        b.enqueue(event("y1", &["t"], Some("same")))
+    );
+    let stored = [x.unwrap(), y.unwrap()]
+        .iter()
+        .filter(|e| matches!(e, Enqueued::Stored { .. }))
+        .count();
+    assert_eq!(stored, 1);
+    // Claims from two replicas never overlap.
+    for i in 0..20 {
+        a.enqueue(event(&format!("c{i}"), &["t"], None))
+            .await
+            .unwrap();
+    }
+    let (ca, cb) = tokio::join!(a.claim("r", "t", 15, HOUR), b.claim("r", "t", 15, HOUR));
+    let (ca, cb) = (ca.unwrap(), cb.unwrap());
+    let ids: std::collections::HashSet<i64> =
+        ca.iter().chain(cb.iter()).map(|c| c.delivery_id).collect();
+    assert_eq!(
+        ids.len(),
+        ca.len() + cb.len(),
+        "a delivery was claimed twice"
+    );
+    assert_eq!(ids.len(), 21);
+    // Fleet-wide concurrency: with a cap of 2 and 21 leases out, nobody may claim more.
+    a.fleet_concurrency("r", "t", 2);
+    for c in ca.iter().chain(cb.iter()) {
+        a.complete(
+            c.delivery_id,
+            attempt(),
+            Completion::Retry {
+                at: SystemTime::now(),
+                error: "x".into(),
+            },
+        )
+        .await
+        .unwrap();
+    }
+    let (ca, cb) = tokio::join!(a.claim("r", "t", 10, HOUR), a.claim("r", "t", 10, HOUR));
+    assert_eq!(ca.unwrap().len() + cb.unwrap().len(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -245,10 +344,15 @@ enum M {
     Dead,
 }
 
-async fn model_check(seed: u64, open: impl Fn() -> Arc<dyn Store>) {
+/// `shared`: leases outlive a "restart" (another replica took over), as with PostgreSQL.
+async fn model_check<F, Fut>(seed: u64, shared: bool, open: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Arc<dyn Store>>,
+{
     let mut rng = fastrand::Rng::with_seed(seed);
     let targets = ["a", "b", "c"];
-    let mut s = open();
+    let mut s = open().await;
     // delivery id → (target, state); the ids currently leased.
     let mut model: HashMap<i64, (&str, M)> = HashMap::new();
     let mut leased: HashMap<i64, &str> = HashMap::new();
@@ -334,10 +438,13 @@ async fn model_check(seed: u64, open: impl Fn() -> Arc<dyn Store>) {
                 assert_eq!(n, expected, "step {step}: replay count");
             }
             _ => {
-                // Restart: leases vanish with the process.
+                // Restart: leases vanish with the process (embedded), or stay with the
+                // shared database until they expire.
                 drop(s);
-                s = open();
-                leased.clear();
+                s = open().await;
+                if !shared {
+                    leased.clear();
+                }
             }
         }
         // The store's counts agree with the model after every step.
@@ -364,8 +471,20 @@ async fn model_check(seed: u64, open: impl Fn() -> Arc<dyn Store>) {
         }
     }
     // Nothing is lost: after a restart every pending delivery can be claimed.
+    for (&id, _) in leased.iter() {
+        s.complete(
+            id,
+            attempt(),
+            Completion::Retry {
+                at: SystemTime::now(),
+                error: "x".into(),
+            },
+        )
+        .await
+        .unwrap();
+    }
     drop(s);
-    let s = open();
+    let s = open().await;
     for t in targets {
         let mut got = 0;
         loop {
@@ -388,6 +507,6 @@ async fn model_check(seed: u64, open: impl Fn() -> Arc<dyn Store>) {
 async fn embedded_store_matches_the_model() {
     for seed in 1..=4 {
         let dir = tempfile::tempdir().unwrap();
-        model_check(seed, embedded(dir.path())).await;
+        model_check(seed, false, embedded(dir.path())).await;
     }
 }

@@ -359,10 +359,6 @@ fn storage(raw: Option<&Spanned<RawStorage>>, ctx: &mut Ctx) -> Storage {
         None => StorageBackend::Embedded,
         Some((_, Some(b))) if b == "embedded" => StorageBackend::Embedded,
         Some((s, Some(b))) if b == "postgres" => {
-            ctx.err(
-                &s.referenced,
-                "storage backend postgres is not available in this build yet (use embedded)",
-            );
             match r.postgres.as_ref().and_then(|p| p.url.as_ref()) {
                 Some(url) => {
                     let pool = ctx.number(

@@ -481,12 +481,34 @@ pub struct Wanted {
 }
 
 impl Engine {
-    pub fn new(store: Option<Arc<dyn Store>>, jq: crate::rules::pool::JqPool) -> Self {
-        Engine {
+    pub fn new(store: Option<Arc<dyn Store>>, jq: crate::rules::pool::JqPool) -> Arc<Self> {
+        let wakes = store.as_ref().and_then(|s| s.wakes());
+        let engine = Arc::new(Engine {
             store,
             jq,
             workers: Mutex::new(HashMap::new()),
+        });
+        // A shared store announces events written by other replicas: wake their route here.
+        if let Some(mut rx) = wakes {
+            let weak = Arc::downgrade(&engine);
+            tokio::spawn(async move {
+                loop {
+                    match rx.recv().await {
+                        Ok(route) => match weak.upgrade() {
+                            Some(e) => e.wake_route(&route),
+                            None => return,
+                        },
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                            if let Some(e) = weak.upgrade() {
+                                e.wake_all();
+                            }
+                        }
+                        Err(_) => return,
+                    }
+                }
+            });
         }
+        engine
     }
 
     /// Starts, replaces and stops workers to match `wanted`, then retires the pending
@@ -535,6 +557,7 @@ impl Engine {
                     self.jq.clone(),
                 ));
                 worker.set_paused(paused.contains(&key));
+                store.fleet_concurrency(&key.0, &key.1, worker.target.concurrency);
                 let (stop, rx) = watch::channel(false);
                 let task = tokio::spawn(worker.clone().run(rx));
                 workers.insert(

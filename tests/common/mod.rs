@@ -326,3 +326,18 @@ pub fn init_logs() {
         .with_test_writer()
         .try_init();
 }
+
+/// Prometheus text without the per-process `replica` label, for exact label assertions.
+pub fn metrics_text(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let mut out = String::with_capacity(text.len());
+    let mut rest = &text[..];
+    while let Some(i) = rest.find("replica=\"") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 9..];
+        let end = after.find('"').map(|e| e + 1).unwrap_or(after.len());
+        rest = after[end..].strip_prefix(',').unwrap_or(&after[end..]);
+    }
+    out.push_str(rest);
+    out.replace("{}", "")
+}
