@@ -236,10 +236,10 @@ fn embedded(dir: &std::path::Path) -> impl Fn() -> std::future::Ready<Arc<dyn St
     }
 }
 
+type Opening = std::pin::Pin<Box<dyn std::future::Future<Output = Arc<dyn Store>>>>;
+
 /// A fresh schema on the test database, when `HOOKGATE_TEST_DATABASE_URL` is set.
-fn postgres(
-    tag: &str,
-) -> Option<impl Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = Arc<dyn Store>>>>> {
+fn postgres(tag: &str) -> Option<impl Fn() -> Opening> {
     let url = std::env::var("HOOKGATE_TEST_DATABASE_URL")
         .ok()
         .filter(|u| !u.is_empty())?;
@@ -250,7 +250,7 @@ fn postgres(
             hookgate::store::postgres::PgStore::open(&url, 4, Some(&schema))
                 .await
                 .unwrap() as Arc<dyn Store>
-        }) as std::pin::Pin<Box<dyn std::future::Future<Output = Arc<dyn Store>>>>
+        }) as Opening
     })
 }
 
