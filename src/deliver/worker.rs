@@ -114,7 +114,9 @@ impl TargetWorker {
 
     /// Claims and delivers until `stop` turns true, then waits for attempts in flight.
     pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
-        let lease = self.target.timeout + Duration::from_secs(30);
+        // Long enough for an attempt and its record; after a crash another replica (or this one,
+        // restarted) takes the delivery over when the lease runs out.
+        let lease = self.target.timeout + Duration::from_secs(5);
         while !*stop.borrow() {
             if self.is_paused() {
                 tokio::select! {

@@ -1,0 +1,203 @@
+//! Scale-out: three gateway processes on one PostgreSQL. Webhooks are spread across them and
+//! one replica is killed with SIGKILL mid-stream: every acknowledged event is still delivered
+//! (its leases expire and the survivors take over), and duplicates stay bounded by the leases
+//! that were in flight. Runs when `HOOKGATE_TEST_DATABASE_URL` is set (`.ci/run` sets it).
+
+mod common;
+
+use common::*;
+use std::collections::HashSet;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn ready(admin: u16) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(s) = tokio::net::TcpStream::connect(("127.0.0.1", admin)).await {
+            let mut c = H1::over(s).await;
+            let req = http::Request::get("/readyz")
+                .header("host", "x")
+                .body(Default::default())
+                .unwrap();
+            if c.send(req).await.map(|a| a.status == 200).unwrap_or(false) {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "replica never became ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_one_killed_nothing_lost() {
+    let Some(url) = std::env::var("HOOKGATE_TEST_DATABASE_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    else {
+        eprintln!("HOOKGATE_TEST_DATABASE_URL is not set: the multi-replica test is skipped");
+        return;
+    };
+    let schema = format!("hg_replicas_{}_{}", std::process::id(), fastrand::u32(..));
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+        .batch_execute(&format!("CREATE SCHEMA {schema}"))
+        .await
+        .unwrap();
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let db = format!("{url}{sep}options=-c%20search_path%3D{schema}");
+
+    let rx = TestReceiver::start().await;
+    rx.delay_ms.store(20, std::sync::atomic::Ordering::SeqCst);
+    let dir = tempfile::tempdir().unwrap();
+    let mut procs: Vec<(Child, u16, u16)> = Vec::new();
+    for i in 0..3 {
+        let (port, admin) = (free_port(), free_port());
+        let cfg = dir.path().join(format!("r{i}.yaml"));
+        std::fs::write(
+            &cfg,
+            format!(
+                r#"server: {{ listen: ["127.0.0.1:{port}"] }}
+admin: {{ listen: "127.0.0.1:{admin}" }}
+storage: {{ backend: postgres, postgres: {{ url: "{db}", pool: 8 }} }}
+routes:
+  - name: gh
+    path: /gh
+    verify: {{ bearer: {{ secret: s }} }}
+    targets:
+      - {{ name: sink, url: "{u}", timeout: 1s, concurrency: 16, retry: {{ initial: 50ms, max_delay: 500ms }} }}
+"#,
+                u = rx.url("/sink")
+            ),
+        )
+        .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_hookgate"))
+            .args(["run", "-c"])
+            .arg(&cfg)
+            .env("HOOKGATE_REPLICA", format!("r{i}"))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        procs.push((child, port, admin));
+    }
+    for (_, _, admin) in &procs {
+        ready(*admin).await;
+    }
+
+    let acked = Arc::new(Mutex::new(Vec::<String>::new()));
+    let ports: Vec<u16> = procs.iter().map(|p| p.1).collect();
+    let sender = |from: usize, n: usize, ports: Vec<u16>| {
+        let acked = acked.clone();
+        tokio::spawn(async move {
+            for i in from..from + n {
+                let port = ports[i % ports.len()];
+                let Ok(s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+                    continue;
+                };
+                let mut c = H1::over(s).await;
+                let body = format!("{{\"n\":{i}}}");
+                if let Ok(a) = c
+                    .send(post(
+                        "/gh",
+                        &[("authorization", "Bearer s")],
+                        body.as_bytes(),
+                    ))
+                    .await
+                {
+                    if a.status == 202 {
+                        let v: serde_json::Value = serde_json::from_slice(&a.body).unwrap();
+                        acked
+                            .lock()
+                            .unwrap()
+                            .push(v["id"].as_str().unwrap().to_owned());
+                    }
+                }
+            }
+        })
+    };
+    let load: Vec<_> = (0..4)
+        .map(|k| sender(k * 1000, 150, ports.clone()))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while acked.lock().unwrap().len() < 200 {
+        assert!(Instant::now() < deadline, "load never got going");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // SIGKILL one replica mid-stream, deliveries in flight included.
+    procs[0].0.kill().unwrap();
+    procs[0].0.wait().unwrap();
+    for l in load {
+        l.await.unwrap();
+    }
+    let acked: HashSet<String> = acked.lock().unwrap().iter().cloned().collect();
+    assert!(acked.len() >= 400, "only {} acknowledged", acked.len());
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let got: Vec<String> = rx
+            .all()
+            .iter()
+            .map(|r| r.headers["hookgate-event-id"].to_str().unwrap().to_owned())
+            .collect();
+        let seen: HashSet<&String> = got.iter().collect();
+        let missing = acked.iter().filter(|id| !seen.contains(id)).count();
+        if missing == 0 {
+            let dup = got.len() - seen.len();
+            eprintln!(
+                "acknowledged {}, delivered {} requests, {dup} duplicates",
+                acked.len(),
+                got.len()
+            );
+            // Only leases held by the killed replica can repeat: at most the fleet's concurrency.
+            assert!(dup <= 16, "{dup} duplicates");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{missing} acknowledged events never delivered"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Any replica shows the fleet's shared state: the queue drains to zero, events that were
+    // committed but never acknowledged (the kill) included.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, v) = admin_get(
+            format!("127.0.0.1:{}", procs[1].2).parse().unwrap(),
+            "/api/v1/routes",
+        )
+        .await;
+        let t = &v["routes"][0]["targets"][0];
+        if t["pending"] == 0 {
+            assert!(
+                t["delivered"].as_u64().unwrap() >= acked.len() as u64,
+                "{v}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "queue never drained: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for (mut c, _, _) in procs.into_iter().skip(1) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
+        assert_eq!(c.wait().unwrap().code(), Some(0));
+    }
+    let _ = client
+        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+        .await;
+}
