@@ -29,6 +29,7 @@
 
 pub mod codec;
 pub mod embedded;
+pub mod pg_tls;
 pub mod postgres;
 
 use bytes::Bytes;

@@ -510,3 +510,26 @@ async fn embedded_store_matches_the_model() {
         model_check(seed, false, embedded(dir.path())).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_tls_is_verified() {
+    let Some(url) = std::env::var("HOOKGATE_TEST_DATABASE_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    else {
+        return;
+    };
+    let sep = if url.contains('?') { '&' } else { '?' };
+    // The local server's certificate is self-signed: with sslmode=require hookgate speaks TLS
+    // and refuses a certificate no trusted root vouches for (or the server has no TLS at all).
+    let err =
+        hookgate::store::postgres::PgStore::open(&format!("{url}{sep}sslmode=require"), 2, None)
+            .await
+            .err()
+            .expect("an unverifiable server certificate must be refused");
+    let msg = err.to_string().to_lowercase();
+    assert!(
+        msg.contains("certificate") || msg.contains("tls") || msg.contains("ssl"),
+        "{msg}"
+    );
+}

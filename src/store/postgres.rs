@@ -87,8 +87,14 @@ pub struct PgStore {
     concurrency: std::sync::Mutex<std::collections::HashMap<String, i64>>,
 }
 
-fn pg(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(format!("postgres: {e}"))
+fn pg(e: impl std::error::Error) -> StoreError {
+    let mut msg = format!("postgres: {e}");
+    let mut src = e.source();
+    while let Some(s) = src {
+        msg.push_str(&format!(": {s}"));
+        src = s.source();
+    }
+    StoreError::Unavailable(msg)
 }
 
 fn now_ms() -> i64 {
@@ -97,11 +103,6 @@ fn now_ms() -> i64 {
 
 fn config(url: &str, schema: Option<&str>) -> Result<tokio_postgres::Config, StoreError> {
     let mut cfg: tokio_postgres::Config = url.parse().map_err(pg)?;
-    if matches!(cfg.get_ssl_mode(), tokio_postgres::config::SslMode::Require) {
-        return Err(StoreError::Unavailable(
-            "postgres: sslmode=require is not supported by this build yet; connect over a trusted network or a local socket".into(),
-        ));
-    }
     if let Some(s) = schema {
         cfg.options(format!("-c search_path={s}"));
     }
@@ -109,11 +110,29 @@ fn config(url: &str, schema: Option<&str>) -> Result<tokio_postgres::Config, Sto
     Ok(cfg)
 }
 
+/// `sslmode=require`: TLS through rustls; otherwise plain (the server's `prefer` is not
+/// attempted, so a self-signed local server still works).
+fn wants_tls(cfg: &tokio_postgres::Config) -> bool {
+    matches!(cfg.get_ssl_mode(), tokio_postgres::config::SslMode::Require)
+}
+
+async fn connect(cfg: &tokio_postgres::Config) -> Result<tokio_postgres::Client, StoreError> {
+    if wants_tls(cfg) {
+        let tls = super::pg_tls::RustlsConnect::new().map_err(pg)?;
+        let (client, conn) = cfg.connect(tls).await.map_err(pg)?;
+        tokio::spawn(conn);
+        Ok(client)
+    } else {
+        let (client, conn) = cfg.connect(NoTls).await.map_err(pg)?;
+        tokio::spawn(conn);
+        Ok(client)
+    }
+}
+
 /// Applies pending migrations; safe to run from several replicas at once.
 pub async fn migrate(url: &str, schema: Option<&str>) -> Result<Vec<i32>, StoreError> {
     let cfg = config(url, schema)?;
-    let (mut client, conn) = cfg.connect(NoTls).await.map_err(pg)?;
-    tokio::spawn(conn);
+    let mut client = connect(&cfg).await?;
     if let Some(s) = schema {
         client
             .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS \"{s}\""))
@@ -227,11 +246,26 @@ async fn listen(
         if wakes.receiver_count() == 0 && Arc::strong_count(&healthy) == 1 {
             return;
         }
-        match cfg.connect(NoTls).await {
-            Ok((client, conn)) => {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let connected = if wants_tls(&cfg) {
+            match super::pg_tls::RustlsConnect::new() {
+                Ok(tls) => cfg
+                    .connect(tls)
+                    .await
+                    .map(|(c, conn)| (c, tokio::spawn(poll_messages(conn, tx)))),
+                Err(e) => {
+                    tracing::error!(error = %e, "postgres TLS setup failed");
+                    return;
+                }
+            }
+        } else {
+            cfg.connect(NoTls)
+                .await
+                .map(|(c, conn)| (c, tokio::spawn(poll_messages(conn, tx))))
+        };
+        match connected {
+            Ok((client, task)) => {
                 backoff = Duration::from_millis(200);
-                let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-                let task = tokio::spawn(poll_messages(conn, tx));
                 if client
                     .batch_execute(&format!("LISTEN {CHANNEL}"))
                     .await
