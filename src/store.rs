@@ -315,4 +315,15 @@ pub trait Store: Send + Sync + 'static {
     }
     /// A target's `concurrency`, for stores that enforce it across a fleet of replicas.
     fn fleet_concurrency(&self, _route: &str, _target: &str, _n: usize) {}
+    /// A shared store's fleet-wide rate limit: `Some(true)` a token was taken, `Some(false)`
+    /// none is left now, `None` this store leaves rate limiting to each process.
+    fn take_token(
+        &self,
+        _route: &str,
+        _target: &str,
+        _per_second: f64,
+        _burst: f64,
+    ) -> BoxFut<'_, Result<Option<bool>, StoreError>> {
+        Box::pin(async { Ok(None) })
+    }
 }

@@ -201,3 +201,84 @@ routes:
         .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_away_means_503_then_recovers_by_itself() {
+    let Some(url) = std::env::var("HOOKGATE_TEST_DATABASE_URL")
+        .ok()
+        .filter(|u| u.contains("127.0.0.1:5432"))
+    else {
+        return;
+    };
+    let schema = format!("hg_away_{}_{}", std::process::id(), fastrand::u32(..));
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+        .batch_execute(&format!("CREATE SCHEMA {schema}"))
+        .await
+        .unwrap();
+    // The gateway talks to a port where, at first, nothing listens.
+    let port = free_port();
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let db = format!(
+        "{}{sep}options=-c%20search_path%3D{schema}",
+        url.replace("127.0.0.1:5432", &format!("127.0.0.1:{port}"))
+    );
+    let rx = TestReceiver::start().await;
+    let yaml = format!(
+        "server: {{ listen: [\"127.0.0.1:0\"] }}\nadmin: {{ listen: \"127.0.0.1:0\" }}\nstorage: {{ backend: postgres, postgres: {{ url: \"{db}\" }} }}\nroutes:\n  - {{ name: gh, path: /gh, verify: {{ bearer: {{ secret: s }} }}, targets: [{{ name: t, url: \"{}\" }}] }}\n",
+        rx.url("/t")
+    );
+    let gw = start_gateway(&yaml, |_| {}).await;
+    let readyz = |a: std::net::SocketAddr| async move {
+        plain(
+            a,
+            http::Request::get("/readyz")
+                .header("host", "x")
+                .body(Default::default())
+                .unwrap(),
+        )
+        .await
+        .status
+    };
+    assert_eq!(readyz(gw.admin).await, 503);
+    let a = plain(
+        gw.addr,
+        post("/gh", &[("authorization", "Bearer s")], b"{}"),
+    )
+    .await;
+    assert_eq!(a.status, 503, "never a 2xx without a commit");
+    assert_eq!(a.headers["retry-after"], "5");
+
+    // The database comes back (a forwarding proxy appears on that port).
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                if let Ok(mut out) = tokio::net::TcpStream::connect("127.0.0.1:5432").await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                }
+            });
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while readyz(gw.admin).await != 200 {
+        assert!(Instant::now() < deadline, "never recovered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let a = plain(
+        gw.addr,
+        post("/gh", &[("authorization", "Bearer s")], b"{}"),
+    )
+    .await;
+    assert_eq!(a.status, 202);
+    rx.wait_for(1, 10).await;
+    gw.gw.drain().await;
+    let _ = client
+        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+        .await;
+}

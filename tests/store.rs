@@ -321,6 +321,15 @@ async fn postgres_dedup_and_claims_hold_across_replicas() {
     }
     let (ca, cb) = tokio::join!(a.claim("r", "t", 10, HOUR), a.claim("r", "t", 10, HOUR));
     assert_eq!(ca.unwrap().len() + cb.unwrap().len(), 2);
+    // Fleet-wide rate limit: a burst of 5 shared by two replicas.
+    let mut taken = 0;
+    for i in 0..10 {
+        let s = if i % 2 == 0 { &a } else { &b };
+        if s.take_token("r", "t", 1.0, 5.0).await.unwrap() == Some(true) {
+            taken += 1;
+        }
+    }
+    assert_eq!(taken, 5);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

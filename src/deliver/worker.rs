@@ -326,10 +326,34 @@ impl TargetWorker {
         .into_request()
     }
 
-    async fn attempt(&self, c: Claimed) {
-        if let Some(l) = &self.limiter {
-            l.until_ready().await;
+    /// Waits for the target's rate limit: fleet-wide when the store shares one, else local.
+    async fn rate_limit(&self) {
+        let (Some(l), Some(r)) = (&self.limiter, self.target.rate_limit) else {
+            return;
+        };
+        let per_second = f64::from(r.per_second.get());
+        let burst = f64::from(r.burst.get());
+        loop {
+            match self
+                .store
+                .take_token(&self.route.name, &self.target.name, per_second, burst)
+                .await
+            {
+                Ok(Some(true)) => return,
+                Ok(Some(false)) => {
+                    tokio::time::sleep(Duration::from_secs_f64(1.0 / per_second)).await
+                }
+                // Not shared, or the database is away: this process's own limiter holds.
+                Ok(None) | Err(_) => {
+                    l.until_ready().await;
+                    return;
+                }
+            }
         }
+    }
+
+    async fn attempt(&self, c: Claimed) {
+        self.rate_limit().await;
         let attempt_no = c.attempts + 1;
         let started_at = SystemTime::now();
         let start = Instant::now();
@@ -519,8 +543,14 @@ impl Engine {
         let Some(store) = &self.store else {
             return Ok(0);
         };
-        let paused: std::collections::HashSet<(String, String)> =
-            store.paused().await?.into_iter().collect();
+        let paused: std::collections::HashSet<(String, String)> = match store.paused().await {
+            Ok(p) => p.into_iter().collect(),
+            Err(e) => {
+                // The store is away (it recovers by itself); pauses apply once it is back.
+                tracing::warn!(error = %e, "cannot read paused targets");
+                Default::default()
+            }
+        };
         let mut live = Vec::new();
         let mut stopping = Vec::new();
         if let Ok(mut workers) = self.workers.lock() {
@@ -576,7 +606,13 @@ impl Engine {
         for h in &stopping {
             let _ = h.stop.send(true);
         }
-        let retired = store.retire_targets(live).await?;
+        let retired = match store.retire_targets(live).await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot retire removed targets now; the next start or reload will");
+                0
+            }
+        };
         if retired > 0 {
             tracing::warn!(
                 retired,

@@ -13,6 +13,8 @@
 //! - **Fleet-wide concurrency**: a claim first takes a transaction-scoped advisory lock for
 //!   its (route, target) and counts the unexpired leases, so the whole fleet never holds
 //!   more than the target's `concurrency` deliveries at once.
+//! - **Fleet-wide rate limit**: a token bucket per target in `rate_buckets`, refilled by
+//!   elapsed time and taken with one conditional upsert before each attempt.
 //! - **Wake-ups**: an enqueue sends `NOTIFY hookgate_events, '<route>'` (delivered on
 //!   commit) and every replica `LISTEN`s; the workers' one-second poll is the fallback.
 //!
@@ -25,8 +27,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio_postgres::NoTls;
 
-const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
+const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
     "CREATE TABLE events (
         id TEXT PRIMARY KEY,
         route TEXT NOT NULL,
@@ -75,13 +78,20 @@ const MIGRATIONS: &[(i32, &str)] = &[(
     );
     CREATE INDEX dedup_expiry ON dedup (expires_at);
     CREATE TABLE paused (route TEXT NOT NULL, target TEXT NOT NULL, PRIMARY KEY (route, target));",
-)];
+    ),
+    (
+        2,
+        "CREATE TABLE rate_buckets (key TEXT PRIMARY KEY, tokens DOUBLE PRECISION NOT NULL, updated_ms BIGINT NOT NULL);",
+    ),
+];
 
 pub const CHANNEL: &str = "hookgate_events";
 
 pub struct PgStore {
     pool: Pool,
     healthy: Arc<AtomicBool>,
+    /// The schema is known to be current (migrations applied or verified).
+    migrated: Arc<AtomicBool>,
     wakes: tokio::sync::broadcast::Sender<String>,
     /// Fleet-wide in-flight cap per target, by "route/target".
     concurrency: std::sync::Mutex<std::collections::HashMap<String, i64>>,
@@ -172,20 +182,49 @@ pub async fn migrate(url: &str, schema: Option<&str>) -> Result<Vec<i32>, StoreE
 
 impl PgStore {
     /// Connects (creating the schema objects by migration) and starts listening for wake-ups.
+    /// A database that cannot be reached yet is not fatal: the store reports unhealthy (503
+    /// at ingress, readiness 503) and keeps trying, with backoff, until it can migrate.
     pub async fn open(
         url: &str,
         pool_size: usize,
         schema: Option<&str>,
     ) -> Result<Arc<PgStore>, StoreError> {
-        migrate(url, schema).await?;
         let cfg = config(url, schema)?;
-        let mgr = Manager::from_config(
-            cfg.clone(),
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let migrated = Arc::new(AtomicBool::new(false));
+        match migrate(url, schema).await {
+            Ok(_) => migrated.store(true, Ordering::Release),
+            Err(e) => {
+                tracing::error!(error = %e, "PostgreSQL is not reachable; webhooks get 503 until it is");
+                let (url, schema, flag) =
+                    (url.to_owned(), schema.map(str::to_owned), migrated.clone());
+                tokio::spawn(async move {
+                    let mut backoff = Duration::from_millis(250);
+                    loop {
+                        tokio::time::sleep(backoff).await;
+                        match migrate(&url, schema.as_deref()).await {
+                            Ok(_) => {
+                                flag.store(true, Ordering::Release);
+                                tracing::info!("PostgreSQL is reachable again");
+                                return;
+                            }
+                            Err(_) => backoff = (backoff * 2).min(Duration::from_secs(10)),
+                        }
+                    }
+                });
+            }
+        }
+        let mc = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let mgr = if wants_tls(&cfg) {
+            Manager::from_config(
+                cfg.clone(),
+                super::pg_tls::RustlsConnect::new().map_err(pg)?,
+                mc,
+            )
+        } else {
+            Manager::from_config(cfg.clone(), NoTls, mc)
+        };
         let pool = Pool::builder(mgr)
             .max_size(pool_size.max(2))
             .build()
@@ -194,6 +233,7 @@ impl PgStore {
         let store = Arc::new(PgStore {
             pool,
             healthy: Arc::new(AtomicBool::new(true)),
+            migrated,
             wakes: wakes.clone(),
             concurrency: Default::default(),
         });
@@ -212,6 +252,11 @@ impl PgStore {
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        if !self.migrated.load(Ordering::Acquire) {
+            return Err(StoreError::Unavailable(
+                "postgres: not reachable yet".into(),
+            ));
+        }
         match self.pool.get().await {
             Ok(c) => {
                 self.healthy.store(true, Ordering::Release);
@@ -901,7 +946,7 @@ impl Store for PgStore {
     }
 
     fn healthy(&self) -> bool {
-        self.healthy.load(Ordering::Acquire)
+        self.migrated.load(Ordering::Acquire) && self.healthy.load(Ordering::Acquire)
     }
 
     fn wakes(&self) -> Option<tokio::sync::broadcast::Receiver<String>> {
@@ -910,5 +955,33 @@ impl Store for PgStore {
 
     fn fleet_concurrency(&self, route: &str, target: &str, n: usize) {
         self.set_concurrency(route, target, n);
+    }
+
+    fn take_token(
+        &self,
+        route: &str,
+        target: &str,
+        per_second: f64,
+        burst: f64,
+    ) -> BoxFut<'_, Result<Option<bool>, StoreError>> {
+        let key = format!("{route}/{target}");
+        Box::pin(async move {
+            let c = self.client().await?;
+            let now = now_ms();
+            // A token bucket shared by the fleet: refill by elapsed time, take one if there is one.
+            let row = self.note(
+                c.query_opt(
+                    "INSERT INTO rate_buckets (key, tokens, updated_ms) VALUES ($1, $2::FLOAT8 - 1, $3::BIGINT)
+                     ON CONFLICT (key) DO UPDATE SET
+                        tokens = LEAST($2::FLOAT8, rate_buckets.tokens + ($3::BIGINT - rate_buckets.updated_ms) * $4::FLOAT8 / 1000.0) - 1,
+                        updated_ms = $3::BIGINT
+                     WHERE LEAST($2::FLOAT8, rate_buckets.tokens + ($3::BIGINT - rate_buckets.updated_ms) * $4::FLOAT8 / 1000.0) >= 1
+                     RETURNING tokens",
+                    &[&key, &burst, &now, &per_second],
+                )
+                .await,
+            )?;
+            Ok(Some(row.is_some()))
+        })
     }
 }
