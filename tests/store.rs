@@ -531,11 +531,15 @@ async fn postgres_tls_is_verified() {
     let sep = if url.contains('?') { '&' } else { '?' };
     // The local server's certificate is self-signed: with sslmode=require hookgate speaks TLS
     // and refuses a certificate no trusted root vouches for (or the server has no TLS at all).
-    let err =
-        hookgate::store::postgres::PgStore::open(&format!("{url}{sep}sslmode=require"), 2, None)
-            .await
-            .err()
-            .expect("an unverifiable server certificate must be refused");
+    let tls_url = format!("{url}{sep}sslmode=require");
+    let err = hookgate::store::postgres::migrate(&tls_url, None)
+        .await
+        .expect_err("an unverifiable server certificate must be refused");
+    // The store itself starts regardless, unhealthy, and keeps trying.
+    let store = hookgate::store::postgres::PgStore::open(&tls_url, 2, None)
+        .await
+        .unwrap();
+    assert!(!store.healthy());
     let msg = err.to_string().to_lowercase();
     assert!(
         msg.contains("certificate") || msg.contains("tls") || msg.contains("ssl"),
