@@ -29,9 +29,19 @@ enum Command {
         config: PathBuf,
     },
     /// Validate the config without serving: every problem as FILE:LINE:COL: message.
+    /// With --sample, also run a route's filters and transforms on a sample payload.
     Check {
         #[arg(short, long, env = "HOOKGATE_CONFIG", default_value = "routes.yaml")]
         config: PathBuf,
+        /// A sample body: show, per target, whether it would be delivered and exactly what.
+        #[arg(long)]
+        sample: Option<PathBuf>,
+        /// The route to run the sample on (needed when there are several).
+        #[arg(long)]
+        route: Option<String>,
+        /// A request header of the sample, `Name: value`; repeat for more.
+        #[arg(long = "header")]
+        headers: Vec<String>,
     },
     /// Print the headers a provider would send for a body, for testing with curl.
     Sign {
@@ -187,7 +197,17 @@ fn init_logging() {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { config } => check(&config),
+        Command::Check {
+            config,
+            sample: None,
+            ..
+        } => check(&config),
+        Command::Check {
+            config,
+            sample: Some(sample),
+            route,
+            headers,
+        } => check_sample(&config, &sample, route.as_deref(), &headers),
         Command::Run { config } => {
             init_logging();
             run(config)
@@ -427,6 +447,68 @@ fn check(path: &std::path::Path) -> ExitCode {
             for line in e.lines() {
                 eprintln!("{line}");
             }
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn check_sample(
+    path: &std::path::Path,
+    sample: &std::path::Path,
+    route: Option<&str>,
+    headers: &[String],
+) -> ExitCode {
+    let loaded = match config::load(path) {
+        Ok(l) => l,
+        Err(e) => {
+            for line in e.lines() {
+                eprintln!("{line}");
+            }
+            return ExitCode::from(1);
+        }
+    };
+    let body = match std::fs::read(sample) {
+        Ok(b) => bytes::Bytes::from(b),
+        Err(e) => {
+            eprintln!("cannot read {}: {e}", sample.display());
+            return ExitCode::from(1);
+        }
+    };
+    let mut pairs = Vec::new();
+    for h in headers {
+        match h.split_once(':') {
+            Some((n, v)) => pairs.push((n.to_owned(), v.to_owned())),
+            None => {
+                eprintln!("--header must look like `Name: value`, got `{h}`");
+                return ExitCode::from(1);
+            }
+        }
+    }
+    let route = match hookgate::rules::sample::route(&loaded.config, route) {
+        Ok(r) => r.clone(),
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let jq = hookgate::rules::pool::JqPool::new(1, std::time::Duration::from_millis(250), 16 << 20);
+    match rt.block_on(hookgate::rules::sample::run(&route, body, &pairs, &jq)) {
+        Ok(report) => {
+            print!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
             ExitCode::from(1)
         }
     }

@@ -10,6 +10,7 @@
 //! object of its fields — and `$headers` (lower-case names), `$route`, `$query`.
 
 pub mod pool;
+pub mod sample;
 pub mod transform;
 
 use jaq_core::load::{Arena, File, Loader};
