@@ -229,8 +229,10 @@ impl Gateway {
         if !finished {
             tracing::warn!(grace = ?grace, "shutdown grace period over; closing remaining connections");
         }
-        self.tasks.abort_all();
-        self.admin_task.abort_all();
+        // Abort what is left and wait until it is gone, so the store's lock is released when
+        // this returns (a restart in the same process can open it again).
+        self.tasks.shutdown().await;
+        self.admin_task.shutdown().await;
         finished
     }
 }

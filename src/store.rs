@@ -194,6 +194,8 @@ pub struct EventSummary {
     pub received_at_ms: i64,
     pub body_bytes: usize,
     pub deliveries: Vec<DeliveryView>,
+    /// Set on a repeat of an earlier delivery id: kept for inspection, not delivered.
+    pub duplicate_of: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -220,6 +222,8 @@ pub struct EventQuery {
     pub since: Option<SystemTime>,
     /// Events older than this id (cursor for the next page).
     pub before: Option<String>,
+    /// Only repeats of an earlier delivery id.
+    pub duplicates: bool,
     pub limit: usize,
 }
 

@@ -222,17 +222,18 @@ async fn routes(admin: &Admin) -> HttpResponse {
 }
 
 async fn list_events(store: &Arc<dyn Store>, qs: &HashMap<String, String>) -> HttpResponse {
-    let state = match qs.get("status") {
+    let (state, duplicates) = match qs.get("status").map(String::as_str) {
+        Some("duplicate") => (None, true),
         Some(s) => match DeliveryState::parse(s) {
-            Some(st) => Some(st),
+            Some(st) => (Some(st), false),
             None => {
                 return error_json(
                     StatusCode::BAD_REQUEST,
-                    "status must be one of pending, delivered, dead, filtered",
+                    "status must be one of pending, delivered, dead, filtered, duplicate",
                 )
             }
         },
-        None => None,
+        None => (None, false),
     };
     let since = match qs.get("since").map(|s| s.parse::<u64>()) {
         Some(Ok(secs)) => Some(UNIX_EPOCH + Duration::from_secs(secs)),
@@ -247,6 +248,7 @@ async fn list_events(store: &Arc<dyn Store>, qs: &HashMap<String, String>) -> Ht
         since,
         before: qs.get("cursor").cloned(),
         limit,
+        duplicates,
     };
     match store.list_events(q).await {
         Ok(events) => {
@@ -284,6 +286,7 @@ async fn get_event(store: &Arc<dyn Store>, id: &str) -> HttpResponse {
             ok(json!({
                 "id": d.summary.id,
                 "route": d.summary.route,
+                "duplicate_of": d.summary.duplicate_of,
                 "received_at_ms": d.summary.received_at_ms,
                 "method": d.event.method,
                 "path": d.event.path_and_query,

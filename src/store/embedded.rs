@@ -16,7 +16,7 @@
 //!
 //! ```sql
 //! events(id TEXT PK, route, method, path, headers BLOB, body BLOB, client_ip, received_at,
-//!        fwd_for, fwd_proto, fwd_host)
+//!        fwd_for, fwd_proto, fwd_host, duplicate_of)   -- duplicate_of: a repeat, not delivered
 //! deliveries(id INTEGER PK, event_id, route, target, state, attempts, next_attempt_at,
 //!            claimed_until, created_at, updated_at, last_error)
 //! attempts(delivery_id, at, status, error, duration_ms)
@@ -75,7 +75,8 @@ CREATE TABLE IF NOT EXISTS events (
     received_at INTEGER NOT NULL,
     fwd_for TEXT NOT NULL,
     fwd_proto TEXT NOT NULL,
-    fwd_host TEXT
+    fwd_host TEXT,
+    duplicate_of TEXT
 );
 CREATE INDEX IF NOT EXISTS events_received ON events(received_at);
 CREATE TABLE IF NOT EXISTS deliveries (
@@ -150,6 +151,19 @@ impl EmbeddedStore {
         let db_path = dir.join("hookgate.db");
         let writer = open_conn(&db_path).map_err(unavailable)?;
         writer.execute_batch(SCHEMA).map_err(unavailable)?;
+        // Stores created before `duplicate_of` existed get the column now.
+        let has_dup: bool = writer
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM pragma_table_info('events') WHERE name = 'duplicate_of')",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(unavailable)?;
+        if !has_dup {
+            writer
+                .execute_batch("ALTER TABLE events ADD COLUMN duplicate_of TEXT")
+                .map_err(unavailable)?;
+        }
         // Leases of a previous process mean nothing now: make those deliveries due again.
         writer
             .execute(
@@ -310,29 +324,14 @@ fn sql_err(e: rusqlite::Error) -> StoreError {
     sql(e)
 }
 
-fn enqueue_tx(txn: &Transaction, ev: &NewEvent) -> Result<Enqueued, StoreError> {
-    let now = now_ms();
-    if let Some((key, window)) = &ev.dedup {
-        let existing: Option<(String, i64)> = txn
-            .prepare_cached("SELECT event_id, expires_at FROM dedup WHERE route = ?1 AND key = ?2")
-            .map_err(sql)?
-            .query_row(params![ev.route, key], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()
-            .map_err(sql)?;
-        if let Some((id, expires)) = existing {
-            if expires > now {
-                return Ok(Enqueued::Duplicate { id });
-            }
-        }
-        let expires = now.saturating_add(i64::try_from(window.as_millis()).unwrap_or(i64::MAX));
-        txn.prepare_cached("INSERT OR REPLACE INTO dedup (route, key, event_id, expires_at) VALUES (?1, ?2, ?3, ?4)")
-            .map_err(sql)?
-            .execute(params![ev.route, key, ev.id, expires])
-            .map_err(sql)?;
-    }
+fn insert_event(
+    txn: &Transaction,
+    ev: &NewEvent,
+    duplicate_of: Option<&str>,
+) -> Result<(), StoreError> {
     txn.prepare_cached(
-        "INSERT INTO events (id, route, method, path, headers, body, client_ip, received_at, fwd_for, fwd_proto, fwd_host)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        "INSERT INTO events (id, route, method, path, headers, body, client_ip, received_at, fwd_for, fwd_proto, fwd_host, duplicate_of)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
     )
     .map_err(sql)?
     .execute(params![
@@ -347,8 +346,35 @@ fn enqueue_tx(txn: &Transaction, ev: &NewEvent) -> Result<Enqueued, StoreError> 
         ev.forwarded_for,
         ev.forwarded_proto,
         ev.forwarded_host,
+        duplicate_of,
     ])
     .map_err(sql)?;
+    Ok(())
+}
+
+fn enqueue_tx(txn: &Transaction, ev: &NewEvent) -> Result<Enqueued, StoreError> {
+    let now = now_ms();
+    if let Some((key, window)) = &ev.dedup {
+        let existing: Option<(String, i64)> = txn
+            .prepare_cached("SELECT event_id, expires_at FROM dedup WHERE route = ?1 AND key = ?2")
+            .map_err(sql)?
+            .query_row(params![ev.route, key], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()
+            .map_err(sql)?;
+        if let Some((id, expires)) = existing {
+            if expires > now {
+                // Kept for the operator (status `duplicate`), with no delivery.
+                insert_event(txn, ev, Some(&id))?;
+                return Ok(Enqueued::Duplicate { id });
+            }
+        }
+        let expires = now.saturating_add(i64::try_from(window.as_millis()).unwrap_or(i64::MAX));
+        txn.prepare_cached("INSERT OR REPLACE INTO dedup (route, key, event_id, expires_at) VALUES (?1, ?2, ?3, ?4)")
+            .map_err(sql)?
+            .execute(params![ev.route, key, ev.id, expires])
+            .map_err(sql)?;
+    }
+    insert_event(txn, ev, None)?;
     let mut ins = txn
         .prepare_cached(
             "INSERT INTO deliveries (event_id, route, target, state, attempts, next_attempt_at, created_at, updated_at)
@@ -599,10 +625,11 @@ impl Store for EmbeddedStore {
                 None => (q.route.clone(), None),
             };
             let mut s = c.prepare_cached(
-                "SELECT e.id, e.route, e.received_at, length(e.body) FROM events e
+                "SELECT e.id, e.route, e.received_at, length(e.body), e.duplicate_of FROM events e
                  WHERE (?1 IS NULL OR e.route = ?1)
                    AND (?2 IS NULL OR e.received_at >= ?2)
                    AND (?3 IS NULL OR e.id < ?3)
+                   AND (?7 = 0 OR e.duplicate_of IS NOT NULL)
                    AND (?4 IS NULL AND ?5 IS NULL OR EXISTS (
                         SELECT 1 FROM deliveries d WHERE d.event_id = e.id
                           AND (?4 IS NULL OR d.target = ?4) AND (?5 IS NULL OR d.state = ?5)))
@@ -616,7 +643,8 @@ impl Store for EmbeddedStore {
                         q.before,
                         target_f,
                         q.state.map(DeliveryState::code),
-                        i64::try_from(q.limit).unwrap_or(100)
+                        i64::try_from(q.limit).unwrap_or(100),
+                        q.duplicates
                     ],
                     |r| {
                         Ok(EventSummary {
@@ -625,6 +653,7 @@ impl Store for EmbeddedStore {
                             received_at_ms: r.get(2)?,
                             body_bytes: r.get::<_, i64>(3)? as usize,
                             deliveries: Vec::new(),
+                            duplicate_of: r.get(4)?,
                         })
                     },
                 )?
@@ -646,6 +675,8 @@ impl Store for EmbeddedStore {
                 return Ok(None);
             };
             let deliveries = deliveries_of(c, &id)?;
+            let duplicate_of: Option<String> =
+                c.query_row("SELECT duplicate_of FROM events WHERE id = ?1", [&id], |r| r.get(0))?;
             let mut s = c.prepare_cached(
                 "SELECT a.delivery_id, d.target, a.at, a.status, a.error, a.duration_ms FROM attempts a
                  JOIN deliveries d ON d.id = a.delivery_id WHERE d.event_id = ?1 ORDER BY a.rowid",
@@ -671,6 +702,7 @@ impl Store for EmbeddedStore {
                     received_at_ms: to_ms(event.received_at),
                     body_bytes: event.body.len(),
                     deliveries,
+                    duplicate_of,
                 },
                 event,
                 attempts,

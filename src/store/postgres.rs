@@ -83,6 +83,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
         2,
         "CREATE TABLE rate_buckets (key TEXT PRIMARY KEY, tokens DOUBLE PRECISION NOT NULL, updated_ms BIGINT NOT NULL);",
     ),
+    (3, "ALTER TABLE events ADD COLUMN duplicate_of TEXT;"),
 ];
 
 pub const CHANNEL: &str = "hookgate_events";
@@ -359,6 +360,34 @@ mod futures_util_lite {
     }
 }
 
+async fn insert_event(
+    tx: &deadpool_postgres::Transaction<'_>,
+    ev: &NewEvent,
+    duplicate_of: Option<&str>,
+) -> Result<u64, tokio_postgres::Error> {
+    let headers = codec::encode(&ev.headers);
+    let body: &[u8] = &ev.body;
+    tx.execute(
+        "INSERT INTO events (id, route, method, path, headers, body, client_ip, received_at, fwd_for, fwd_proto, fwd_host, duplicate_of)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        &[
+            &ev.id,
+            &ev.route,
+            &ev.method,
+            &ev.path_and_query,
+            &headers,
+            &body,
+            &ev.client_ip.to_string(),
+            &to_ms(ev.received_at),
+            &ev.forwarded_for,
+            &ev.forwarded_proto,
+            &ev.forwarded_host,
+            &duplicate_of,
+        ],
+    )
+    .await
+}
+
 fn row_event(r: &tokio_postgres::Row, at: usize) -> StoredEvent {
     let headers: Vec<u8> = r.get(at + 4);
     let body: Vec<u8> = r.get(at + 5);
@@ -410,38 +439,22 @@ impl Store for PgStore {
                     .await,
                 )?;
                 if won.is_none() {
-                    let first = self.note(
-                        tx.query_one(
-                            "SELECT event_id FROM dedup WHERE route = $1 AND key = $2",
-                            &[&ev.route, key],
-                        )
-                        .await,
-                    )?;
-                    return Ok(Enqueued::Duplicate { id: first.get(0) });
+                    let first: String = self
+                        .note(
+                            tx.query_one(
+                                "SELECT event_id FROM dedup WHERE route = $1 AND key = $2",
+                                &[&ev.route, key],
+                            )
+                            .await,
+                        )?
+                        .get(0);
+                    // Kept for the operator (status `duplicate`), with no delivery.
+                    self.note(insert_event(&tx, &ev, Some(&first)).await)?;
+                    self.note(tx.commit().await)?;
+                    return Ok(Enqueued::Duplicate { id: first });
                 }
             }
-            let headers = codec::encode(&ev.headers);
-            let body: &[u8] = &ev.body;
-            self.note(
-                tx.execute(
-                    "INSERT INTO events (id, route, method, path, headers, body, client_ip, received_at, fwd_for, fwd_proto, fwd_host)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-                    &[
-                        &ev.id,
-                        &ev.route,
-                        &ev.method,
-                        &ev.path_and_query,
-                        &headers,
-                        &body,
-                        &ev.client_ip.to_string(),
-                        &to_ms(ev.received_at),
-                        &ev.forwarded_for,
-                        &ev.forwarded_proto,
-                        &ev.forwarded_host,
-                    ],
-                )
-                .await,
-            )?;
+            self.note(insert_event(&tx, &ev, None).await)?;
             for (targets, state) in [
                 (&ev.targets, DeliveryState::Pending),
                 (&ev.filtered, DeliveryState::Filtered),
@@ -684,15 +697,16 @@ impl Store for PgStore {
             let limit = i64::try_from(q.limit).unwrap_or(100);
             let rows = self.note(
                 c.query(
-                    "SELECT e.id, e.route, e.received_at, length(e.body) FROM events e
+                    "SELECT e.id, e.route, e.received_at, length(e.body), e.duplicate_of FROM events e
                      WHERE ($1::TEXT IS NULL OR e.route = $1)
                        AND ($2::BIGINT IS NULL OR e.received_at >= $2)
                        AND ($3::TEXT IS NULL OR e.id < $3)
+                       AND (NOT $7::BOOL OR e.duplicate_of IS NOT NULL)
                        AND (($4::TEXT IS NULL AND $5::SMALLINT IS NULL) OR EXISTS (
                             SELECT 1 FROM deliveries d WHERE d.event_id = e.id
                               AND ($4::TEXT IS NULL OR d.target = $4) AND ($5::SMALLINT IS NULL OR d.state = $5)))
                      ORDER BY e.id DESC LIMIT $6",
-                    &[&route_f, &since, &q.before, &target_f, &state, &limit],
+                    &[&route_f, &since, &q.before, &target_f, &state, &limit, &q.duplicates],
                 )
                 .await,
             )?;
@@ -712,6 +726,7 @@ impl Store for PgStore {
                     received_at_ms: r.get(2),
                     body_bytes: usize::try_from(r.get::<_, i32>(3)).unwrap_or(0),
                     deliveries: ds.iter().map(delivery_view).collect(),
+                    duplicate_of: r.get(4),
                 });
             }
             Ok(out)
@@ -724,7 +739,7 @@ impl Store for PgStore {
             let c = self.client().await?;
             let Some(r) = self.note(
                 c.query_opt(
-                    &format!("SELECT {EVENT_COLS} FROM events e WHERE e.id = $1"),
+                    &format!("SELECT {EVENT_COLS}, e.duplicate_of FROM events e WHERE e.id = $1"),
                     &[&id],
                 )
                 .await,
@@ -755,6 +770,7 @@ impl Store for PgStore {
                     received_at_ms: to_ms(event.received_at),
                     body_bytes: event.body.len(),
                     deliveries: ds.iter().map(delivery_view).collect(),
+                    duplicate_of: r.get(11),
                 },
                 attempts: attempts
                     .iter()
