@@ -187,12 +187,28 @@ where
         vec!["e1"]
     );
 
-    // Retention removes only finished events.
+    // The repeat is kept for the operator, pointing at the first event.
+    let dups = s
+        .list_events(EventQuery {
+            duplicates: true,
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(dups.len(), 1);
+    assert_eq!(
+        (dups[0].id.as_str(), dups[0].duplicate_of.as_deref()),
+        ("e2", Some("e1"))
+    );
+    assert!(dups[0].deliveries.is_empty());
+
+    // Retention removes only finished events (the delivered one and the repeat).
     assert_eq!(
         s.purge(SystemTime::now() + Duration::from_secs(1), 100)
             .await
             .unwrap(),
-        1
+        2
     );
     assert!(s.get_event("e1").await.unwrap().is_none());
     assert!(s.get_event("f0").await.unwrap().is_some());
