@@ -377,3 +377,71 @@ async fn paused_targets_queue_and_stay_paused_across_restarts() {
     rx.wait_for(3, 10).await;
     gw.drain().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replayed_dead_letters_reach_a_target_that_came_back() {
+    // A target down long enough to open its circuit and exhaust every delivery.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let t = target("ci", &format!("http://127.0.0.1:{port}/ci"), "")
+        .replace("max_attempts: 4", "max_attempts: 2");
+    let gw = start_gateway(&yaml(&t), |_| {}).await;
+    for i in 0..3 {
+        assert_eq!(send(gw.addr, b"{}", &format!("back-{i}")).await.status, 202);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, v) = admin_get(gw.admin, "/api/v1/dead-letters?target=gh/ci").await;
+        if v["dead_letters"].as_array().unwrap().len() == 3 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Idle with an open circuit for a while, then the target returns and is replayed.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let got = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let g = got.clone();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            let g = g.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    move |_req: http::Request<hyper::body::Incoming>| {
+                        g.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        async {
+                            Ok::<_, std::convert::Infallible>(http::Response::new(
+                                http_body_util::Full::new(bytes::Bytes::new()),
+                            ))
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    let (st, _) = admin_post(
+        gw.admin,
+        "/api/v1/dead-letters/replay",
+        r#"{"target":"gh/ci","all":true}"#,
+    )
+    .await;
+    assert_eq!(st, 202);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while got.load(std::sync::atomic::Ordering::SeqCst) < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "replayed deliveries never went out (circuit wedged?)"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    gw.gw.drain().await;
+}

@@ -155,6 +155,11 @@ pub fn print_status(v: &Value, out: &mut impl Write) {
                 } else {
                     "no".into()
                 },
+                s(&t["in_flight"]),
+                t["last_error"]
+                    .as_str()
+                    .map(|e| e.chars().take(60).collect())
+                    .unwrap_or_else(|| "-".into()),
             ]);
         }
     }
@@ -170,6 +175,8 @@ pub fn print_status(v: &Value, out: &mut impl Write) {
             "OLDEST",
             "CIRCUIT",
             "PAUSED",
+            "IN_FLIGHT",
+            "LAST_ERROR",
         ],
         &rows,
     );

@@ -58,6 +58,14 @@ impl Breaker {
         }
     }
 
+    /// The probe slot was granted but nothing was sent (nothing was due): the next admit may
+    /// probe again, instead of waiting forever for a probe that never went out.
+    pub fn probe_unused(&mut self, now: Instant) {
+        if self.state == State::HalfOpen {
+            self.state = State::Open { until: now };
+        }
+    }
+
     pub fn success(&mut self) {
         self.failures = 0;
         self.cooldown = self.base;
@@ -116,6 +124,20 @@ mod tests {
         assert_eq!(b.admit(5, t0 + 3 * s), 1);
         b.success();
         assert_eq!(b.admit(5, t0 + 3 * s), 5);
+    }
+
+    #[test]
+    fn an_unused_probe_does_not_wedge_the_circuit() {
+        let t = Instant::now();
+        let mut b = Breaker::new(1, Duration::from_secs(1), Duration::from_secs(4));
+        b.failure(t);
+        let at = t + Duration::from_secs(1);
+        assert_eq!(b.admit(3, at), 1);
+        // Nothing was due, so no probe went out.
+        b.probe_unused(at);
+        assert_eq!(b.admit(3, at), 1, "the circuit must offer the probe again");
+        b.success();
+        assert_eq!(b.admit(3, at), 3);
     }
 
     #[test]

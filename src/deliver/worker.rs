@@ -156,6 +156,9 @@ impl TargetWorker {
                 Err(e) => {
                     tracing::warn!(route = %self.route.name, target = %self.target.name, error = %e, "cannot claim deliveries");
                     drop(first);
+                    if let Ok(mut b) = self.breaker.lock() {
+                        b.probe_unused(Instant::now());
+                    }
                     tokio::select! {
                         _ = tokio::time::sleep(IDLE_POLL) => {},
                         _ = stop.changed() => break,
@@ -165,6 +168,9 @@ impl TargetWorker {
             };
             if batch.is_empty() {
                 drop(first);
+                if let Ok(mut b) = self.breaker.lock() {
+                    b.probe_unused(Instant::now());
+                }
                 self.idle(&mut stop).await;
                 continue;
             }
