@@ -54,12 +54,13 @@ YAML
     for _ in $(seq 1 100); do curl -fsS "http://127.0.0.1:$admin/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
     ports+=("$port")
   done
-  local c=$((64 / n)) total=0
+  local c=$((64 / n)) total=0 loads=()
   for port in "${ports[@]}"; do
     (cd "$KIT" && BODY_FILE=payloads/push-2k.json SIG_VALUE="$(cat payloads/push-2k.json.sig)" \
       wrk -t1 -c"$c" -d"${DURATION}s" -s wrk/post.lua "http://127.0.0.1:$port/hooks/github" > "$WORK/wrk-$port.txt" 2>&1) &
+    loads+=($!)
   done
-  wait $(jobs -p | grep -v -E "^($(IFS='|'; echo "${PIDS[*]}"))$") 2>/dev/null || true
+  for l in "${loads[@]}"; do wait "$l" || true; done
   sleep 0.5
   local delivered
   delivered=$(curl -fsS "http://127.0.0.1:19911/api/v1/routes" | python3 -c 'import json,sys; print(json.load(sys.stdin)["routes"][0]["targets"][0]["delivered"])')
