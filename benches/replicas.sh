@@ -5,11 +5,13 @@
 #   DATABASE_URL (default postgres://postgres@127.0.0.1:5432/test)  DURATION (10)
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-KIT="${KIT:-$ROOT/../shared/bench}"
+KIT_SRC="${KIT_SRC:-$ROOT/../shared/bench}"
 WORK="${WORK:-/tmp/hookgate-bench}"
 DB="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"
 DURATION="${DURATION:-10}"
-mkdir -p "$WORK"
+rm -rf "$WORK/kit"; mkdir -p "$WORK"
+cp -r "$KIT_SRC" "$WORK/kit"; chmod -R u+w "$WORK/kit"; rm -rf "$WORK/kit/results"
+KIT="$WORK/kit"
 cd "$ROOT" && cargo build --release --quiet
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; }
@@ -21,10 +23,8 @@ echo "INSERT INTO hg_bench_commit (body) VALUES (repeat('x', 2048));" > "$WORK/c
 pgbench -n -c 16 -j 2 -T "$DURATION" -f "$WORK/commit.sql" "$DB" 2>/dev/null | grep -E "^tps"
 psql "$DB" -qc "DROP TABLE hg_bench_commit"
 
-# The upstream every delivery goes to.
-nginx_conf="$WORK/up.conf"; mkdir -p "$WORK/up/logs"
-sed -e "s|@NGX_WORKERS@|1|; s|@NGX_PREFIX@|$WORK/up|g; s|@UPSTREAM_PORT@|18081|g" "$KIT/nginx/upstream.conf.in" > "$nginx_conf" 2>/dev/null || true
-nginx -p "$WORK/up/" -c "$nginx_conf" -g "pid $WORK/up/nginx.pid;" 2>/dev/null || true
+# The upstream every delivery goes to: the kit's nginx `return 200`.
+(cd "$KIT" && . ./lib.sh && start_nginx upstream nginx/upstream.conf.in >/dev/null)
 
 run() { # label backend replicas
   local label=$1 backend=$2 n=$3 schema="hg_bench_$RANDOM"
@@ -78,4 +78,4 @@ run "embedded, 1 process" embedded 1
 run "postgres, 1 replica" postgres 1
 run "postgres, 2 replicas" postgres 2
 run "postgres, 3 replicas" postgres 3
-[ -f "$WORK/up/nginx.pid" ] && kill "$(cat "$WORK/up/nginx.pid")" 2>/dev/null || true
+(cd "$KIT" && ./stop-all.sh >/dev/null 2>&1) || true
