@@ -1,5 +1,5 @@
-//! The cost of a jq filter and transform on a 2 KiB GitHub push, through the jq pool as the
-//! gateway runs them (one hop to a jq thread and back included).
+//! The cost of a jq filter and transform on GitHub pushes of 2 KiB and 16 KiB, through the
+//! jq pool as the gateway runs them (one hop to a jq thread and back included).
 //!
 //!     cargo bench --bench rules
 
@@ -15,41 +15,36 @@ fn bench(c: &mut Criterion) {
         .build()
         .unwrap();
     let pool = JqPool::new(1, Duration::from_secs(1), 1 << 20);
-    let body: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../shared/bench/payloads/push-2k.json"
-        ))
-        .unwrap_or_else(|_| br#"{"ref":"refs/heads/main"}"#.to_vec()),
-    )
-    .unwrap_or(json!({}));
     let headers = json!({"x-github-event": "push"});
     let filter: Arc<str> =
         Arc::from(r#".ref == "refs/heads/main" and $headers["x-github-event"] == "push""#);
     let transform: Arc<str> =
         Arc::from("{repo: .repository.full_name, sha: .after, pusher: .pusher.name}");
-    c.bench_function("jq/filter/push-2k", |b| {
-        b.iter(|| {
+    for (size, pad) in [("2k", 2000), ("16k", 16000)] {
+        let path = format!(
+            "{}/../shared/bench/payloads/push-{size}.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let body: serde_json::Value = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_else(|| json!({"ref": "refs/heads/main", "pad": "x".repeat(pad)}));
+        let run = |program: &Arc<str>| {
             rt.block_on(pool.run(
-                filter.clone(),
+                program.clone(),
                 body.clone(),
                 headers.clone(),
                 "gh",
                 json!({}),
             ))
-        })
-    });
-    c.bench_function("jq/transform/push-2k", |b| {
-        b.iter(|| {
-            rt.block_on(pool.run(
-                transform.clone(),
-                body.clone(),
-                headers.clone(),
-                "gh",
-                json!({}),
-            ))
-        })
-    });
+        };
+        c.bench_function(&format!("jq/filter/push-{size}"), |b| {
+            b.iter(|| run(&filter))
+        });
+        c.bench_function(&format!("jq/transform/push-{size}"), |b| {
+            b.iter(|| run(&transform))
+        });
+    }
     c.bench_function("jq/compile/transform", |b| {
         b.iter(|| hookgate::rules::compile(&transform))
     });
