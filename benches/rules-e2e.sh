@@ -19,11 +19,13 @@ routes:
   - name: plain
     path: /plain
     mode: sync
+    dedup: false               # wrk repeats one X-GitHub-Delivery: no dedup, or every request is a duplicate
     verify: { github: { secret: "$SECRET" } }
     targets: [{ name: up, url: "http://127.0.0.1:18081/" }]
   - name: rules
     path: /rules
     mode: sync
+    dedup: false               # wrk repeats one X-GitHub-Delivery: no dedup, or every request is a duplicate
     verify: { github: { secret: "$SECRET" } }
     targets:
       - name: up

@@ -26,6 +26,7 @@ routes:
   - name: github
     path: /hooks/github
     mode: sync
+    dedup: false               # wrk repeats one X-GitHub-Delivery: no dedup, or every request is a duplicate
     verify:
       github:
         secret: "$SECRET"
