@@ -126,7 +126,7 @@ fn open_conn(path: &Path) -> rusqlite::Result<Connection> {
          PRAGMA journal_mode = WAL;
          PRAGMA synchronous = FULL;
          PRAGMA temp_store = MEMORY;
-         PRAGMA cache_size = -65536;",
+         PRAGMA cache_size = -8192;",
     )?;
     Ok(conn)
 }
