@@ -48,6 +48,7 @@ routes:
   - name: gh
     path: /gh
     verify: {{ bearer: {{ secret: s }} }}
+    dedup: {{ header: X-Dedup }}
     targets:
       - {{ name: ci, url: "{u}", filter: '.keep == true' }}
 "#,
@@ -65,6 +66,16 @@ routes:
     send(br#"{"keep":true,"n":2}"#).await;
     send(br#"{"keep":false}"#).await;
     rx.wait_for(2, 10).await;
+    // A repeated delivery id: kept as a duplicate, not delivered.
+    let dup = |id: &'static str| {
+        let addr = gw.addr;
+        async move {
+            plain(addr, post("/gh", &[("authorization", "Bearer s"), ("x-dedup", id)], br#"{"keep":true}"#)).await
+        }
+    };
+    assert_eq!(dup("same").await.status, 202);
+    assert_eq!(dup("same").await.status, 200);
+    rx.wait_for(3, 10).await;
     let a = gw.admin;
 
     let (code, out, err) = hg(args(a, &["status"])).await;
@@ -80,6 +91,11 @@ routes:
         out.contains("ci:filtered") && out.contains("ci:delivered") && out.contains("ci:dead"),
         "{out}"
     );
+    let (code, out, _) = hg(args(a, &["events", "list", "--status", "duplicate", "--json"])).await;
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["events"].as_array().unwrap().len(), 1, "{v}");
+    assert!(v["events"][0]["duplicate_of"].is_string());
     let (code, out, _) = hg(args(a, &["events", "list", "--status", "dead", "--json"])).await;
     assert_eq!(code, 0);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -104,11 +120,11 @@ routes:
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("replayed 1"), "{out}");
     assert!(err.contains("replayed 1/1"), "progress: {err}");
-    rx.wait_for(3, 10).await;
+    rx.wait_for(4, 10).await;
 
     let (code, _, _) = hg(args(a, &["replay", id, "--target", "ci"])).await;
     assert_eq!(code, 0);
-    rx.wait_for(4, 10).await;
+    rx.wait_for(5, 10).await;
 
     let (code, out, _) = hg(args(a, &["targets", "pause", "gh/ci"])).await;
     assert_eq!((code, out.trim()), (0, "gh/ci: paused"));
