@@ -70,7 +70,15 @@ routes:
     let dup = |id: &'static str| {
         let addr = gw.addr;
         async move {
-            plain(addr, post("/gh", &[("authorization", "Bearer s"), ("x-dedup", id)], br#"{"keep":true}"#)).await
+            plain(
+                addr,
+                post(
+                    "/gh",
+                    &[("authorization", "Bearer s"), ("x-dedup", id)],
+                    br#"{"keep":true}"#,
+                ),
+            )
+            .await
         }
     };
     assert_eq!(dup("same").await.status, 202);
@@ -91,7 +99,11 @@ routes:
         out.contains("ci:filtered") && out.contains("ci:delivered") && out.contains("ci:dead"),
         "{out}"
     );
-    let (code, out, _) = hg(args(a, &["events", "list", "--status", "duplicate", "--json"])).await;
+    let (code, out, _) = hg(args(
+        a,
+        &["events", "list", "--status", "duplicate", "--json"],
+    ))
+    .await;
     assert_eq!(code, 0);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["events"].as_array().unwrap().len(), 1, "{v}");

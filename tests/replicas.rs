@@ -285,25 +285,45 @@ async fn postgres_away_means_503_then_recovers_by_itself() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrate_applies_the_schema_once() {
-    let Some(url) = std::env::var("HOOKGATE_TEST_DATABASE_URL").ok().filter(|u| !u.is_empty()) else {
+    let Some(url) = std::env::var("HOOKGATE_TEST_DATABASE_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    else {
         return;
     };
     let schema = format!("hg_migrate_{}_{}", std::process::id(), fastrand::u32(..));
-    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
     tokio::spawn(conn);
-    client.batch_execute(&format!("CREATE SCHEMA {schema}")).await.unwrap();
+    client
+        .batch_execute(&format!("CREATE SCHEMA {schema}"))
+        .await
+        .unwrap();
     let sep = if url.contains('?') { '&' } else { '?' };
     let db = format!("{url}{sep}options=-c%20search_path%3D{schema}");
     let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(dir.path(), &format!("storage: {{ backend: postgres, postgres: {{ url: \"{db}\" }} }}\nroutes: []\n"));
+    let cfg = write_config(
+        dir.path(),
+        &format!("storage: {{ backend: postgres, postgres: {{ url: \"{db}\" }} }}\nroutes: []\n"),
+    );
     let run = || {
-        let out = Command::new(env!("CARGO_BIN_EXE_hookgate")).args(["migrate", "-c"]).arg(&cfg).output().unwrap();
-        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+        let out = Command::new(env!("CARGO_BIN_EXE_hookgate"))
+            .args(["migrate", "-c"])
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
     };
     let (code, out) = run();
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("applied migrations [1, 2, 3]"), "{out}");
     let (code, out) = run();
     assert_eq!((code, out.trim()), (Some(0), "schema is up to date"));
-    let _ = client.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await;
+    let _ = client
+        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+        .await;
 }
