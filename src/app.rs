@@ -49,7 +49,7 @@ pub struct Gateway {
     admin_task: JoinSet<()>,
     grace: Duration,
     _cert_watcher: Option<notify::RecommendedWatcher>,
-    _config_watcher: notify::RecommendedWatcher,
+    config_watcher: Option<(notify::RecommendedWatcher, tokio::task::JoinHandle<()>)>,
     /// Applies a changed config file (SIGHUP, file change, admin API).
     pub reloader: Arc<Reloader>,
 }
@@ -205,7 +205,7 @@ impl Gateway {
             admin_task,
             grace: server.shutdown_grace,
             _cert_watcher: watcher,
-            _config_watcher: config_watcher,
+            config_watcher: Some(config_watcher),
             reloader,
         })
     }
@@ -233,6 +233,11 @@ impl Gateway {
         // this returns (a restart in the same process can open it again).
         self.tasks.shutdown().await;
         self.admin_task.shutdown().await;
+        if let Some((watcher, task)) = self.config_watcher.take() {
+            drop(watcher);
+            task.abort();
+            let _ = task.await;
+        }
         finished
     }
 }

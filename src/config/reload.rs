@@ -131,7 +131,9 @@ impl Reloader {
 
     /// Watches the config file's folder (editors and Kubernetes ConfigMaps replace files by
     /// rename and symlink swaps) and reloads when the file's content changes, debounced.
-    pub fn watch(self: &Arc<Self>) -> Result<notify::RecommendedWatcher, notify::Error> {
+    pub fn watch(
+        self: &Arc<Self>,
+    ) -> Result<(notify::RecommendedWatcher, tokio::task::JoinHandle<()>), notify::Error> {
         use notify::Watcher;
         let dir = match self.path.parent() {
             Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
@@ -146,7 +148,7 @@ impl Reloader {
             })?;
         watcher.watch(&dir, notify::RecursiveMode::NonRecursive)?;
         let me = self.clone();
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             while rx.recv().await.is_some() {
                 tokio::time::sleep(Duration::from_millis(300)).await;
                 while rx.try_recv().is_ok() {}
@@ -161,6 +163,6 @@ impl Reloader {
                 }
             }
         });
-        Ok(watcher)
+        Ok((watcher, task))
     }
 }

@@ -310,11 +310,21 @@ pub async fn admin_post(
 pub async fn start_in(dir: &Path, yaml: &str) -> hookgate::app::Gateway {
     init_logs();
     let path = write_config(dir, yaml);
-    let loaded = match hookgate::config::load(&path) {
-        Ok(l) => l,
-        Err(e) => panic!("config invalid:\n{e}"),
-    };
-    hookgate::app::Gateway::start(loaded.config).await.unwrap()
+    // A gateway drained a moment ago in this process may still be letting go of the store.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let loaded = match hookgate::config::load(&path) {
+            Ok(l) => l,
+            Err(e) => panic!("config invalid:\n{e}"),
+        };
+        match hookgate::app::Gateway::start(loaded.config).await {
+            Ok(g) => return g,
+            Err(e) if e.to_string().contains("in use") && std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
 }
 
 /// Gateway logs in test output, filtered by RUST_LOG (silent by default).
