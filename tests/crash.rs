@@ -21,19 +21,31 @@ fn free_port() -> u16 {
 }
 
 fn spawn(cfg: &std::path::Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(cfg.with_file_name("gateway.log"))
+        .unwrap();
     Command::new(env!("CARGO_BIN_EXE_hookgate"))
         .args(["run", "-c"])
         .arg(cfg)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .unwrap()
 }
 
-async fn wait_ready(admin: u16) {
-    let deadline = Instant::now() + Duration::from_secs(20);
+/// Waits until the gateway answers /readyz. A start that fails at once (a port the system
+/// handed to a short-lived client socket meanwhile) is tried again; the log says why.
+async fn start_ready(child: &mut Child, cfg: &std::path::Path, admin: u16) {
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            eprintln!("gateway exited at start ({status}); starting it again");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            *child = spawn(cfg);
+        }
         if let Ok(s) = tokio::net::TcpStream::connect(("127.0.0.1", admin)).await {
             let mut c = H1::over(s).await;
             let req = http::Request::get("/readyz")
@@ -44,7 +56,11 @@ async fn wait_ready(admin: u16) {
                 return;
             }
         }
-        assert!(Instant::now() < deadline, "gateway never became ready");
+        if Instant::now() > deadline {
+            let log =
+                std::fs::read_to_string(cfg.with_file_name("gateway.log")).unwrap_or_default();
+            panic!("gateway never became ready; its log:\n{log}");
+        }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
@@ -126,7 +142,7 @@ routes:
     );
     let acked = Arc::new(Mutex::new(Vec::new()));
     let mut child = spawn(&cfg);
-    wait_ready(admin).await;
+    start_ready(&mut child, &cfg, admin).await;
 
     // Kill the gateway while 32 connections are sending.
     let load = tokio::spawn(blast(port, 0, 3200, 32, acked.clone()));
@@ -141,7 +157,7 @@ routes:
     let before_restart = acked.lock().unwrap().len();
 
     let mut child = spawn(&cfg);
-    wait_ready(admin).await;
+    start_ready(&mut child, &cfg, admin).await;
     blast(port, 10_000, 1600, 16, acked.clone()).await;
 
     let acked: HashSet<String> = acked.lock().unwrap().iter().cloned().collect();
