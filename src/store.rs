@@ -253,7 +253,17 @@ pub struct TargetStats {
 #[derive(Debug, Clone)]
 pub enum DeadSelector {
     Ids(Vec<i64>),
-    AllFor { route: String, target: String },
+    AllFor {
+        route: String,
+        target: String,
+    },
+    /// Every dead letter matching all the given conditions (none given: every dead letter).
+    Matching {
+        route: Option<String>,
+        target: Option<String>,
+        /// A substring of the last error, e.g. `410` or `timed out`.
+        error_contains: Option<String>,
+    },
 }
 
 /// The storage boundary. Every backend passes the same conformance tests.

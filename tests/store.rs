@@ -237,6 +237,14 @@ where
             .len(),
         5
     );
+    // Replay by filter: only dead letters whose error matches.
+    let by = |e: &str| DeadSelector::Matching {
+        route: Some("r".into()),
+        target: None,
+        error_contains: Some(e.into()),
+    };
+    assert_eq!(s.replay_dead(by("no such error")).await.unwrap(), 0);
+    assert_eq!(s.replay_dead(by("removed")).await.unwrap(), 5);
 }
 
 fn embedded(dir: &std::path::Path) -> impl Fn() -> std::future::Ready<Arc<dyn Store>> + '_ {

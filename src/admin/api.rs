@@ -56,6 +56,8 @@ fn split_target(t: &str) -> Option<(String, String)> {
 #[serde(deny_unknown_fields)]
 struct DeadReplay {
     target: Option<String>,
+    route: Option<String>,
+    error_contains: Option<String>,
     ids: Option<Vec<i64>>,
     #[serde(default)]
     all: bool,
@@ -307,21 +309,29 @@ async fn replay_dead(admin: &Admin, store: &Arc<dyn Store>, body: &[u8]) -> Http
         Ok(r) => r,
         Err(e) => return error_json(StatusCode::BAD_REQUEST, &format!("invalid JSON body: {e}")),
     };
-    let sel = match (req.ids, req.all, req.target.as_deref().map(split_target)) {
-        (Some(ids), false, _) => DeadSelector::Ids(ids),
-        (None, true, Some(Some((route, target)))) => DeadSelector::AllFor { route, target },
-        (None, true, _) => {
-            return error_json(
-                StatusCode::BAD_REQUEST,
-                "`all` needs `target` as route/target",
-            )
+    let sel = match (req.ids, req.all) {
+        (Some(ids), false) => DeadSelector::Ids(ids),
+        (None, true) => {
+            let (mut route, mut target) = (req.route, None);
+            if let Some(t) = req.target.as_deref() {
+                match split_target(t) {
+                    Some((r, t)) => {
+                        route = Some(r);
+                        target = Some(t);
+                    }
+                    None => target = Some(t.to_owned()),
+                }
+            }
+            DeadSelector::Matching {
+                route,
+                target,
+                error_contains: req.error_contains,
+            }
         }
-        _ => {
-            return error_json(
-                StatusCode::BAD_REQUEST,
-                "give either `ids` or `all: true` with `target`",
-            )
-        }
+        _ => return error_json(
+            StatusCode::BAD_REQUEST,
+            "give either `ids`, or `all: true` (narrowed by `target`, `route`, `error_contains`)",
+        ),
     };
     match store.replay_dead(sel).await {
         Ok(n) => {

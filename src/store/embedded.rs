@@ -613,6 +613,19 @@ impl Store for EmbeddedStore {
                         params![now, route, target],
                     )
                     .map_err(sql),
+                DeadSelector::Matching {
+                    route,
+                    target,
+                    error_contains,
+                } => txn
+                    .execute(
+                        &format!(
+                            "{set} WHERE state = 2 AND (?2 IS NULL OR route = ?2) AND (?3 IS NULL OR target = ?3)
+                             AND (?4 IS NULL OR instr(coalesce(last_error, ''), ?4) > 0)"
+                        ),
+                        params![now, route, target, error_contains],
+                    )
+                    .map_err(sql),
             }
         })
     }

@@ -679,6 +679,19 @@ impl Store for PgStore {
                     )
                     .await,
                 )?,
+                DeadSelector::Matching {
+                    route,
+                    target,
+                    error_contains,
+                } => self.note(
+                    c.execute(
+                        "UPDATE deliveries SET state = 0, attempts = 0, next_attempt_at = $1, claimed_until = 0, updated_at = $1
+                         WHERE state = 2 AND ($2::TEXT IS NULL OR route = $2) AND ($3::TEXT IS NULL OR target = $3)
+                           AND ($4::TEXT IS NULL OR strpos(coalesce(last_error, ''), $4) > 0)",
+                        &[&now, &route, &target, &error_contains],
+                    )
+                    .await,
+                )?,
             };
             Ok(n as usize)
         })
