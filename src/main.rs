@@ -233,17 +233,37 @@ fn query(pairs: &[(&str, Option<String>)]) -> String {
     q.finish()
 }
 
-/// The operator commands: thin clients of the admin API.
-fn operate(cmd: Command) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_current_thread()
+/// Loads the config, printing every `FILE:LINE:COL: message` when it is invalid.
+fn load_or_report(path: &std::path::Path) -> Option<config::Loaded> {
+    match config::load(path) {
+        Ok(l) => Some(l),
+        Err(e) => {
+            for line in e.lines() {
+                eprintln!("{line}");
+            }
+            None
+        }
+    }
+}
+
+/// A single-threaded runtime for the short-lived commands.
+fn small_runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
-        Ok(rt) => rt,
+        Ok(rt) => Some(rt),
         Err(e) => {
             eprintln!("cannot start the async runtime: {e}");
-            return ExitCode::from(2);
+            None
         }
+    }
+}
+
+/// The operator commands: thin clients of the admin API.
+fn operate(cmd: Command) -> ExitCode {
+    let Some(rt) = small_runtime() else {
+        return ExitCode::from(2);
     };
     match rt.block_on(run_operator(cmd)) {
         Ok(()) => ExitCode::SUCCESS,
@@ -458,14 +478,8 @@ fn check_sample(
     route: Option<&str>,
     headers: &[String],
 ) -> ExitCode {
-    let loaded = match config::load(path) {
-        Ok(l) => l,
-        Err(e) => {
-            for line in e.lines() {
-                eprintln!("{line}");
-            }
-            return ExitCode::from(1);
-        }
+    let Some(loaded) = load_or_report(path) else {
+        return ExitCode::from(1);
     };
     let body = match std::fs::read(sample) {
         Ok(b) => bytes::Bytes::from(b),
@@ -491,15 +505,8 @@ fn check_sample(
             return ExitCode::from(1);
         }
     };
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("cannot start the async runtime: {e}");
-            return ExitCode::from(2);
-        }
+    let Some(rt) = small_runtime() else {
+        return ExitCode::from(2);
     };
     let jq = hookgate::rules::pool::JqPool::new(1, std::time::Duration::from_millis(250), 16 << 20);
     match rt.block_on(hookgate::rules::sample::run(&route, body, &pairs, &jq)) {
@@ -515,28 +522,15 @@ fn check_sample(
 }
 
 fn migrate(path: &std::path::Path) -> ExitCode {
-    let loaded = match config::load(path) {
-        Ok(l) => l,
-        Err(e) => {
-            for line in e.lines() {
-                eprintln!("{line}");
-            }
-            return ExitCode::from(1);
-        }
+    let Some(loaded) = load_or_report(path) else {
+        return ExitCode::from(1);
     };
     let config::StorageBackend::Postgres { url, .. } = &loaded.config.storage.backend else {
         eprintln!("storage.backend is not postgres: nothing to migrate");
         return ExitCode::from(1);
     };
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("cannot start the async runtime: {e}");
-            return ExitCode::from(2);
-        }
+    let Some(rt) = small_runtime() else {
+        return ExitCode::from(2);
     };
     match rt.block_on(hookgate::store::postgres::migrate(url.expose(), None)) {
         Ok(v) if v.is_empty() => {
@@ -555,14 +549,8 @@ fn migrate(path: &std::path::Path) -> ExitCode {
 }
 
 fn run(path: PathBuf) -> ExitCode {
-    let loaded = match config::load(&path) {
-        Ok(l) => l,
-        Err(e) => {
-            for line in e.lines() {
-                eprintln!("{line}");
-            }
-            return ExitCode::from(1);
-        }
+    let Some(loaded) = load_or_report(&path) else {
+        return ExitCode::from(1);
     };
     print_warnings(&path, &loaded.warnings);
     let rt = match tokio::runtime::Builder::new_multi_thread()

@@ -12,14 +12,6 @@ use std::time::{Duration, Instant};
 
 const SECRET: &str = "crash-secret";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn spawn(cfg: &std::path::Path) -> Child {
     let log = std::fs::OpenOptions::new()
         .create(true)

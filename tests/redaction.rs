@@ -14,14 +14,6 @@ const BEARER: &str = "CANARY-bearer-token-9a7c";
 const ADMIN: &str = "CANARY-admin-token-1e2b";
 const SIGN_RAW: &[u8] = b"CANARY-signing-key-77";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn canaries_appear_nowhere() {
     let rx = TestReceiver::start().await;

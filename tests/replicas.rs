@@ -11,32 +11,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn ready(admin: u16) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(s) = tokio::net::TcpStream::connect(("127.0.0.1", admin)).await {
-            let mut c = H1::over(s).await;
-            let req = http::Request::get("/readyz")
-                .header("host", "x")
-                .body(Default::default())
-                .unwrap();
-            if c.send(req).await.map(|a| a.status == 200).unwrap_or(false) {
-                return;
-            }
-        }
-        assert!(Instant::now() < deadline, "replica never became ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_one_killed_nothing_lost() {
     let Some(url) = std::env::var("HOOKGATE_TEST_DATABASE_URL")
@@ -94,7 +68,7 @@ routes:
         procs.push((child, port, admin));
     }
     for (_, _, admin) in &procs {
-        ready(*admin).await;
+        wait_ready(*admin).await;
     }
 
     let acked = Arc::new(Mutex::new(Vec::<String>::new()));

@@ -351,3 +351,34 @@ pub fn metrics_text(body: &[u8]) -> String {
     out.push_str(rest);
     out.replace("{}", "")
 }
+
+/// A port free a moment ago, for a gateway process that must be told its address.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits (up to 30 s) until the admin listener on `admin` answers `/readyz` with 200.
+pub async fn wait_ready(admin: u16) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(s) = tokio::net::TcpStream::connect(("127.0.0.1", admin)).await {
+            let mut c = H1::over(s).await;
+            let req = Request::get("/readyz")
+                .header("host", "x")
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+            if c.send(req).await.map(|a| a.status == 200).unwrap_or(false) {
+                return;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "gateway never became ready"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
