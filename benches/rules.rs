@@ -1,11 +1,12 @@
 //! The cost of a jq filter and transform on GitHub pushes of 2 KiB and 16 KiB, through the
-//! jq pool as the gateway runs them (one hop to a jq thread and back included).
+//! jq pool as the gateway runs them (one hop to a jq thread and back, and the body parsed,
+//! included; `filter+transform` is one trip with both, as a sync route makes it).
 //!
 //!     cargo bench --bench rules
 
+use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion};
-use hookgate::rules::pool::JqPool;
-use serde_json::json;
+use hookgate::rules::pool::{Input, JqPool, Plan};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +16,6 @@ fn bench(c: &mut Criterion) {
         .build()
         .unwrap();
     let pool = JqPool::new(1, Duration::from_secs(1), 1 << 20);
-    let headers = json!({"x-github-event": "push"});
     let filter: Arc<str> =
         Arc::from(r#".ref == "refs/heads/main" and $headers["x-github-event"] == "push""#);
     let transform: Arc<str> =
@@ -25,24 +25,38 @@ fn bench(c: &mut Criterion) {
             "{}/../shared/bench/payloads/push-{size}.json",
             env!("CARGO_MANIFEST_DIR")
         );
-        let body: serde_json::Value = std::fs::read(&path)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_else(|| json!({"ref": "refs/heads/main", "pad": "x".repeat(pad)}));
-        let run = |program: &Arc<str>| {
-            rt.block_on(pool.run(
-                program.clone(),
-                body.clone(),
-                headers.clone(),
-                "gh",
-                json!({}),
+        let body = std::fs::read(&path).map(Bytes::from).unwrap_or_else(|_| {
+            Bytes::from(format!(
+                r#"{{"ref":"refs/heads/main","pad":"{}"}}"#,
+                "x".repeat(pad)
             ))
+        });
+        let headers: &[(&str, &[u8])] = &[
+            ("content-type", b"application/json"),
+            ("x-github-event", b"push"),
+        ];
+        let run = |plan: Plan| {
+            let input = Input::new(body.clone(), headers.iter().copied(), None, "gh");
+            rt.block_on(pool.run(input, vec![plan]))
         };
+        let only = |f: Option<&Arc<str>>, t: Option<&Arc<str>>| Plan {
+            filter: f.cloned(),
+            transform: t.cloned(),
+        };
+        c.bench_function(&format!("jq/parse/push-{size}"), |b| {
+            b.iter(|| hookgate::rules::pool::body_value(None, &body))
+        });
+        c.bench_function(&format!("jq/serde-parse/push-{size}"), |b| {
+            b.iter(|| serde_json::from_slice::<serde_json::Value>(&body).map(|_| ()))
+        });
         c.bench_function(&format!("jq/filter/push-{size}"), |b| {
-            b.iter(|| run(&filter))
+            b.iter(|| run(only(Some(&filter), None)))
         });
         c.bench_function(&format!("jq/transform/push-{size}"), |b| {
-            b.iter(|| run(&transform))
+            b.iter(|| run(only(None, Some(&transform))))
+        });
+        c.bench_function(&format!("jq/filter+transform/push-{size}"), |b| {
+            b.iter(|| run(only(Some(&filter), Some(&transform))))
         });
     }
     c.bench_function("jq/compile/transform", |b| {

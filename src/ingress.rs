@@ -310,15 +310,21 @@ async fn pipeline(
                     ));
                 }
             }
+            let mut transformed = None;
             if let Some(t) = route.cfg.targets.first() {
-                if !admits(&ing.jq, &route.cfg.name, t, &verified).await {
-                    return Ok(error::json(
-                        StatusCode::OK,
-                        serde_json::json!({ "filtered": true }).to_string(),
-                    ));
+                let plan = crate::rules::transform::plan(t, true, true);
+                let d = decide(&ing.jq, &route.cfg.name, &verified, vec![(&t.name, plan)]).await;
+                if let Some(d) = d.into_iter().next() {
+                    if !d.admitted {
+                        return Ok(error::json(
+                            StatusCode::OK,
+                            serde_json::json!({ "filtered": true }).to_string(),
+                        ));
+                    }
+                    transformed = d.body;
                 }
             }
-            forward_sync(route, &ing.jq, &verified, conn, &server.trusted_proxies).await
+            forward_sync(route, transformed, &verified, conn, &server.trusted_proxies).await
         }
         Mode::Async => match store {
             Some(store) => {
@@ -377,8 +383,20 @@ async fn enqueue(
 ) -> Result<HttpResponse, IngressError> {
     let parts = verified.parts();
     let (mut targets, mut filtered) = (Vec::new(), Vec::new());
-    for t in &route.cfg.targets {
-        if admits(jq, &route.cfg.name, t, verified).await {
+    let plans = route
+        .cfg
+        .targets
+        .iter()
+        .map(|t| {
+            (
+                t.name.as_str(),
+                crate::rules::transform::plan(t, true, false),
+            )
+        })
+        .collect();
+    let decisions = decide(jq, &route.cfg.name, verified, plans).await;
+    for (t, d) in route.cfg.targets.iter().zip(decisions) {
+        if d.admitted {
             targets.push(t.name.clone());
         } else {
             filtered.push(t.name.clone());
@@ -445,7 +463,7 @@ fn accepted(status: StatusCode, id: &str, duplicate: bool) -> HttpResponse {
 
 async fn forward_sync(
     route: &RouteRuntime,
-    jq: &JqPool,
+    transformed: Option<Result<bytes::Bytes, String>>,
     verified: &crate::verify::Verified,
     conn: ConnInfo,
     trusted: &[ipnet::IpNet],
@@ -457,26 +475,19 @@ async fn forward_sync(
     let peer_trusted = trusted.iter().any(|n| n.contains(&conn.peer.ip()));
     let fwd = Forwarded::from_request(parts, conn.peer.ip(), peer_trusted, conn.tls);
     let mut headers = parts.headers.clone();
-    let body = match &target.transform {
+    let body = match transformed {
         None => verified.body().clone(),
-        Some(program) => {
-            let input = rules_input(verified);
-            match crate::rules::transform::apply(jq, program, input, &route.cfg.name, &target.name)
-                .await
-            {
-                Ok(b) => {
-                    headers.insert(
-                        http::header::CONTENT_TYPE,
-                        http::HeaderValue::from_static("application/json"),
-                    );
-                    b
-                }
-                Err(e) => {
-                    return Err(IngressError::Upstream(
-                        crate::deliver::UpstreamError::Request(format!("transform: {e}")),
-                    ))
-                }
-            }
+        Some(Ok(b)) => {
+            headers.insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/json"),
+            );
+            b
+        }
+        Some(Err(e)) => {
+            return Err(IngressError::Upstream(
+                crate::deliver::UpstreamError::Request(format!("transform: {e}")),
+            ))
         }
     };
     let req = Outbound {
@@ -525,33 +536,22 @@ fn handshake_response(a: crate::verify::handshake::Answer) -> HttpResponse {
     r
 }
 
-/// The three inputs of a jq program for a verified request.
-fn rules_input(v: &crate::verify::Verified) -> crate::rules::transform::Input {
-    let p = v.parts();
-    let ct = p
-        .headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|c| c.to_str().ok());
-    crate::rules::transform::Input {
-        body: crate::rules::input_value(ct, v.body()),
-        headers: crate::rules::headers_value(
-            p.headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())),
-        ),
-        query: crate::rules::query_value(p.uri.query()),
-    }
-}
-
-/// Whether target `t` takes this event: no filter, or a filter whose first output is truthy.
-async fn admits(
+/// Runs the targets' plans on a verified request: one trip to the jq pool.
+async fn decide(
     jq: &JqPool,
     route: &str,
-    t: &crate::config::Target,
     v: &crate::verify::Verified,
-) -> bool {
-    match &t.filter {
-        None => true,
-        Some(program) => {
-            crate::rules::transform::filter(jq, program, rules_input(v), route, &t.name).await
-        }
+    plans: Vec<(&str, crate::rules::transform::Plan)>,
+) -> Vec<crate::rules::transform::Decision> {
+    if plans.iter().all(|(_, p)| p.is_empty()) {
+        return crate::rules::transform::admit_all(plans.len());
     }
+    let p = v.parts();
+    let input = crate::rules::transform::Input::new(
+        v.body().clone(),
+        p.headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())),
+        p.uri.query(),
+        route,
+    );
+    crate::rules::transform::decide(jq, input, route, plans).await
 }

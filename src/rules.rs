@@ -14,7 +14,6 @@ pub mod sample;
 pub mod transform;
 
 use jaq_core::load::{Arena, File, Loader};
-use serde_json::Value;
 
 /// Where a problem sits in the program text (byte offset) and what it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -177,58 +176,6 @@ pub fn recursive_def(code: &str) -> Option<ProgramError> {
     None
 }
 
-/// The value a program sees as `.`: the JSON body, or a form post as an object of fields
-/// (a repeated field keeps its last value), or the body as a string.
-pub fn input_value(content_type: Option<&str>, body: &[u8]) -> Value {
-    if let Ok(v) = serde_json::from_slice::<Value>(body) {
-        return v;
-    }
-    let form = content_type.is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"));
-    if form || (content_type.is_none() && std::str::from_utf8(body).is_ok_and(|s| s.contains('=')))
-    {
-        let map: serde_json::Map<String, Value> = form_urlencoded::parse(body)
-            .into_owned()
-            .map(|(k, v)| (k, Value::String(v)))
-            .collect();
-        return Value::Object(map);
-    }
-    Value::String(String::from_utf8_lossy(body).into_owned())
-}
-
-/// `$headers`: lower-case names; repeated headers joined with ", ".
-pub fn headers_value<'a>(headers: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> Value {
-    let mut map = serde_json::Map::new();
-    for (n, v) in headers {
-        let v = String::from_utf8_lossy(v).into_owned();
-        let n = n.to_ascii_lowercase();
-        match map.get_mut(&n) {
-            Some(Value::String(prev)) => {
-                prev.push_str(", ");
-                prev.push_str(&v);
-            }
-            _ => {
-                map.insert(n, Value::String(v));
-            }
-        }
-    }
-    Value::Object(map)
-}
-
-/// `$query`: the query string's fields (a repeated field keeps its last value).
-pub fn query_value(query: Option<&str>) -> Value {
-    Value::Object(
-        form_urlencoded::parse(query.unwrap_or("").as_bytes())
-            .into_owned()
-            .map(|(k, v)| (k, Value::String(v)))
-            .collect(),
-    )
-}
-
-/// jq's truthiness: everything but `false` and `null`.
-pub fn truthy(v: &Value) -> bool {
-    !matches!(v, Value::Null | Value::Bool(false))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -254,30 +201,5 @@ mod tests {
         assert!(recursive_def("def f: def h: 1; h; f").is_none());
         assert!(recursive_def(".undefined | .default").is_none());
         assert_eq!(recursive_def("  def loop: loop; 1").unwrap().offset, 6);
-    }
-
-    #[test]
-    fn inputs() {
-        assert_eq!(
-            input_value(None, br#"{"a":1}"#),
-            serde_json::json!({"a": 1})
-        );
-        let form = input_value(
-            Some("application/x-www-form-urlencoded"),
-            b"command=%2Fdeploy&text=prod",
-        );
-        assert_eq!(
-            form,
-            serde_json::json!({"command": "/deploy", "text": "prod"})
-        );
-        assert_eq!(
-            input_value(Some("text/plain"), b"hello"),
-            serde_json::json!("hello")
-        );
-        assert!(
-            truthy(&serde_json::json!(0))
-                && !truthy(&Value::Null)
-                && !truthy(&serde_json::json!(false))
-        );
     }
 }

@@ -23,6 +23,8 @@ use tokio::sync::{watch, Notify, Semaphore};
 const BREAKER_THRESHOLD: u32 = 5;
 /// Longest idle wait before looking at the store again (a fallback; enqueues wake workers).
 const IDLE_POLL: Duration = Duration::from_secs(1);
+/// Outcomes of one target on their way to the store at once (beyond this, slots wait).
+const RECORDS_IN_FLIGHT: usize = 4096;
 
 pub struct TargetWorker {
     store: Arc<dyn Store>,
@@ -35,6 +37,10 @@ pub struct TargetWorker {
     breaker: Mutex<Breaker>,
     wake: Notify,
     slots: Arc<Semaphore>,
+    /// Outcomes sent to the store and not yet committed: a slot is free again as soon as the
+    /// target has answered (the delivery stays leased until its outcome commits), and drain
+    /// waits for these too.
+    records: Arc<Semaphore>,
     jq: crate::rules::pool::JqPool,
     /// Held by an operator: deliveries queue on disk meanwhile.
     paused: std::sync::atomic::AtomicBool,
@@ -62,6 +68,7 @@ impl TargetWorker {
         TargetWorker {
             sign_key: target.sign_key.clone(),
             slots: Arc::new(Semaphore::new(target.concurrency.max(1))),
+            records: Arc::new(Semaphore::new(RECORDS_IN_FLIGHT)),
             store,
             route,
             target,
@@ -187,14 +194,23 @@ impl TargetWorker {
                 };
                 let me = self.clone();
                 tokio::spawn(async move {
-                    me.attempt(claimed).await;
+                    let (id, record, completion) = me.attempt(&claimed).await;
+                    // Recording must not be lost at drain, so it holds a permit of its own.
+                    let rec = me.records.clone().acquire_owned().await;
                     drop(permit);
+                    if let Err(e) = me.store.complete(id, record, completion).await {
+                        // The lease runs out and the delivery is attempted again: at least once holds.
+                        tracing::error!(route = %me.route.name, target = %me.target.name, event_id = %claimed.event.id, error = %e, "cannot record a delivery outcome");
+                    }
+                    drop(rec);
                 });
             }
         }
         // Drain: wait until every slot is free again, i.e. every attempt has been recorded.
         let n = u32::try_from(self.target.concurrency.max(1)).unwrap_or(u32::MAX);
         let _ = self.slots.acquire_many(n).await;
+        let n = u32::try_from(RECORDS_IN_FLIGHT).unwrap_or(u32::MAX);
+        let _ = self.records.acquire_many(n).await;
     }
 
     /// Sleeps until woken by an enqueue, the next retry is due, or the poll interval passes.
@@ -231,27 +247,27 @@ impl TargetWorker {
             return Ok(None);
         };
         let ev = &c.event;
-        let ct = ev
-            .headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case("content-type"))
-            .and_then(|(_, v)| std::str::from_utf8(v).ok());
-        let input = crate::rules::transform::Input {
-            body: crate::rules::input_value(ct, &ev.body),
-            headers: crate::rules::headers_value(
-                ev.headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())),
-            ),
-            query: crate::rules::query_value(ev.path_and_query.split_once('?').map(|(_, q)| q)),
+        let input = crate::rules::transform::Input::new(
+            ev.body.clone(),
+            ev.headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())),
+            ev.path_and_query.split_once('?').map(|(_, q)| q),
+            &self.route.name,
+        );
+        let plan = crate::rules::transform::Plan {
+            filter: None,
+            transform: Some(program.clone()),
         };
-        crate::rules::transform::apply(
+        let d = crate::rules::transform::decide(
             &self.jq,
-            program,
             input,
             &self.route.name,
-            &self.target.name,
+            vec![(&self.target.name, plan)],
         )
-        .await
-        .map(Some)
+        .await;
+        match d.into_iter().next().and_then(|d| d.body) {
+            Some(r) => r.map(Some),
+            None => Err("transform gave no answer".into()),
+        }
     }
 
     fn request(
@@ -358,15 +374,16 @@ impl TargetWorker {
         }
     }
 
-    async fn attempt(&self, c: Claimed) {
+    /// Makes one attempt; returns what the store must record of it.
+    async fn attempt(&self, c: &Claimed) -> (i64, Attempt, Completion) {
         self.rate_limit().await;
         let attempt_no = c.attempts + 1;
         let started_at = SystemTime::now();
         let start = Instant::now();
-        let result = match self.body(&c).await {
+        let result = match self.body(c).await {
             // A transform that fails cannot succeed on retry: the delivery is dead.
             Err(e) => Err(UpstreamError::Request(format!("transform: {e}"))),
-            Ok(body) => match self.request(&c, attempt_no, body) {
+            Ok(body) => match self.request(c, attempt_no, body) {
                 Ok(req) => proxy::send(&self.client, req, self.target.timeout).await,
                 Err(e) => Err(e),
             },
@@ -479,10 +496,7 @@ impl TargetWorker {
             error,
             duration_ms: i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX),
         };
-        if let Err(e) = self.store.complete(c.delivery_id, record, completion).await {
-            // The lease runs out and the delivery is attempted again: at least once holds.
-            tracing::error!(route = %self.route.name, target = %self.target.name, event_id = %c.event.id, error = %e, "cannot record a delivery outcome");
-        }
+        (c.delivery_id, record, completion)
     }
 }
 

@@ -2,19 +2,22 @@
 //! so each thread compiles a program once and keeps it), fed by a bounded queue. A caller
 //! waits at most `deadline`; a run that goes over keeps its thread busy until it ends, but
 //! the caller has moved on, and the queue bound keeps the backlog finite.
+//!
+//! One job carries an event's raw bytes and every program to run on it (the filters of all
+//! targets at ingress, or a target's filter and transform): the body is parsed once, straight
+//! into jq values on the jq thread, and a transform's output is written straight to JSON
+//! bytes. A filter stops at its first output; a transform at its second.
 
-use super::{compile, Filter, GLOBALS};
+use super::{compile, Filter};
+use bytes::Bytes;
 use jaq_core::{Ctx, RcIter};
 use jaq_json::Val;
-use serde_json::Value;
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::io::Write;
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// Outputs beyond this count, or bytes of output beyond `max_output`, fail the run.
-pub const MAX_OUTPUTS: usize = 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RunError {
@@ -24,20 +27,99 @@ pub enum RunError {
     Timeout(Duration),
     #[error("jq output larger than {0} bytes")]
     TooLarge(usize),
-    #[error("jq produced more than {MAX_OUTPUTS} outputs")]
-    TooMany,
+    #[error("transform produced {0} outputs, expected exactly one")]
+    Outputs(usize),
     #[error("jq pool busy")]
     Busy,
 }
 
+/// What a program sees, in a form that can cross to a jq thread: the raw body and the
+/// request's headers (lower-case names, repeats joined with ", ") and query string.
+#[derive(Debug, Clone)]
+pub struct Input {
+    pub body: Bytes,
+    pub headers: Vec<(String, String)>,
+    pub query: Option<String>,
+    pub route: Arc<str>,
+}
+
+impl Input {
+    pub fn new<'a>(
+        body: Bytes,
+        headers: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+        query: Option<&str>,
+        route: &str,
+    ) -> Self {
+        let mut out: Vec<(String, String)> = Vec::new();
+        for (n, v) in headers {
+            let v = String::from_utf8_lossy(v);
+            let n = n.to_ascii_lowercase();
+            match out.iter_mut().find(|(k, _)| *k == n) {
+                Some((_, prev)) => {
+                    prev.push_str(", ");
+                    prev.push_str(&v);
+                }
+                None => out.push((n, v.into_owned())),
+            }
+        }
+        Input {
+            body,
+            headers: out,
+            query: query.map(str::to_owned),
+            route: Arc::from(route),
+        }
+    }
+
+    fn content_type(&self) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == "content-type")
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// The programs of one target: a filter, a transform, or both (the transform runs only when
+/// the filter admits the event).
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    pub filter: Option<Arc<str>>,
+    pub transform: Option<Arc<str>>,
+}
+
+/// What a plan gave: the filter's answer and the transform's JSON body, each when asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    pub filter: Option<Result<bool, RunError>>,
+    pub transform: Option<Result<Bytes, RunError>>,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.filter.is_none() && self.transform.is_none()
+    }
+}
+
+impl Verdict {
+    fn failed(plan: &Plan, e: RunError) -> Self {
+        Verdict {
+            filter: plan.filter.as_ref().map(|_| Err(e.clone())),
+            transform: plan.transform.as_ref().map(|_| Err(e.clone())),
+        }
+    }
+
+    /// No filter, or a filter whose first output is truthy.
+    pub fn admitted(&self) -> bool {
+        matches!(self.filter, None | Some(Ok(true)))
+    }
+}
+
 struct Job {
-    program: Arc<str>,
-    input: Value,
-    vars: [Value; 3],
+    input: Input,
+    plans: Vec<Plan>,
     started: Instant,
     deadline: Duration,
     max_output: usize,
-    reply: tokio::sync::oneshot::Sender<Result<Vec<Value>, RunError>>,
+    reply: tokio::sync::oneshot::Sender<Vec<Verdict>>,
 }
 
 #[derive(Clone)]
@@ -48,44 +130,170 @@ pub struct JqPool {
 }
 
 thread_local! {
-    static PROGRAMS: RefCell<HashMap<Arc<str>, Filter>> = RefCell::new(HashMap::new());
+    static PROGRAMS: RefCell<HashMap<Arc<str>, Rc<Filter>>> = RefCell::new(HashMap::new());
 }
 
-fn run(job: &Job) -> Result<Vec<Value>, RunError> {
+use std::rc::Rc;
+
+fn program(code: &Arc<str>) -> Result<Rc<Filter>, RunError> {
     PROGRAMS.with(|cell| {
         let mut cache = cell.borrow_mut();
-        if !cache.contains_key(&job.program) {
-            // Checked when the config loaded; a failure here means a program changed under us.
-            let f = compile(&job.program).map_err(|e| RunError::Jq(e.message))?;
-            if cache.len() > 512 {
-                cache.clear();
-            }
-            cache.insert(job.program.clone(), f);
+        if let Some(f) = cache.get(code) {
+            return Ok(f.clone());
         }
-        let filter = cache
-            .get(&job.program)
-            .ok_or(RunError::Jq("program missing".into()))?;
-        let inputs = RcIter::new(core::iter::empty());
-        let vars = job.vars.clone().map(Val::from);
-        let mut out = Vec::new();
-        let mut bytes = 0;
-        for v in filter.run((Ctx::new(vars, &inputs), Val::from(job.input.clone()))) {
-            if job.started.elapsed() > job.deadline {
-                return Err(RunError::Timeout(job.deadline));
-            }
-            let v = v.map_err(|e| RunError::Jq(e.to_string()))?;
-            let json = Value::from(v);
-            bytes += json.to_string().len();
-            if bytes > job.max_output {
-                return Err(RunError::TooLarge(job.max_output));
-            }
-            out.push(json);
-            if out.len() > MAX_OUTPUTS {
-                return Err(RunError::TooMany);
-            }
+        // Checked when the config loaded; a failure here means a program changed under us.
+        let f = Rc::new(compile(code).map_err(|e| RunError::Jq(e.message))?);
+        if cache.len() > 512 {
+            cache.clear();
         }
-        Ok(out)
+        cache.insert(code.clone(), f.clone());
+        Ok(f)
     })
+}
+
+/// `.`: the body as JSON, or a form post as an object of its fields (a repeated field keeps
+/// its last value), or the body as a string.
+pub fn body_value(content_type: Option<&str>, body: &[u8]) -> Val {
+    use hifijson::token::Lex;
+    if let Ok(v) = hifijson::SliceLexer::new(body).exactly_one(Val::parse) {
+        return v;
+    }
+    let form = content_type.is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"));
+    if form || (content_type.is_none() && std::str::from_utf8(body).is_ok_and(|s| s.contains('=')))
+    {
+        return fields(form_urlencoded::parse(body).into_owned());
+    }
+    Val::from(String::from_utf8_lossy(body).into_owned())
+}
+
+fn fields(pairs: impl Iterator<Item = (String, String)>) -> Val {
+    let map: serde_json::Map<String, serde_json::Value> = pairs
+        .map(|(k, v)| (k, serde_json::Value::String(v)))
+        .collect();
+    Val::from(serde_json::Value::Object(map))
+}
+
+/// jq's truthiness: everything but `false` and `null`.
+fn truthy(v: &Val) -> bool {
+    !matches!(v, Val::Null | Val::Bool(false))
+}
+
+struct Vars([Val; 3]);
+
+impl Vars {
+    /// `$headers` and `$query` are built only when one of the programs names them.
+    fn of(input: &Input, plans: &[Plan]) -> Self {
+        let uses = |var: &str| {
+            plans.iter().any(|p| {
+                [&p.filter, &p.transform]
+                    .into_iter()
+                    .flatten()
+                    .any(|code| code.contains(var))
+            })
+        };
+        let headers = if uses("$headers") {
+            fields(input.headers.iter().cloned())
+        } else {
+            Val::Null
+        };
+        let query = if uses("$query") {
+            fields(
+                form_urlencoded::parse(input.query.as_deref().unwrap_or("").as_bytes())
+                    .into_owned(),
+            )
+        } else {
+            Val::Null
+        };
+        Vars([headers, Val::from(input.route.to_string()), query])
+    }
+}
+
+fn run_filter(job: &Job, code: &Arc<str>, body: &Val, vars: &Vars) -> Result<bool, RunError> {
+    let f = program(code)?;
+    let inputs = RcIter::new(core::iter::empty());
+    let mut out = f.run((Ctx::new(vars.0.clone(), &inputs), body.clone()));
+    let r = match out.next() {
+        None => Ok(false),
+        Some(Ok(v)) => Ok(truthy(&v)),
+        // An error before any output declines, as jq's `select` would.
+        Some(Err(e)) => Err(RunError::Jq(e.to_string())),
+    };
+    if job.started.elapsed() > job.deadline {
+        return Err(RunError::Timeout(job.deadline));
+    }
+    r
+}
+
+/// A `Write` that refuses to grow past `cap`, so an oversized output fails early.
+struct Capped {
+    buf: Vec<u8>,
+    cap: usize,
+}
+
+impl Write for Capped {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        if self.buf.len() + b.len() > self.cap {
+            return Err(std::io::Error::other("output cap"));
+        }
+        self.buf.extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn run_transform(job: &Job, code: &Arc<str>, body: &Val, vars: &Vars) -> Result<Bytes, RunError> {
+    let f = program(code)?;
+    let inputs = RcIter::new(core::iter::empty());
+    let mut out = f.run((Ctx::new(vars.0.clone(), &inputs), body.clone()));
+    let first = match out.next() {
+        None => return Err(RunError::Outputs(0)),
+        Some(v) => v.map_err(|e| RunError::Jq(e.to_string()))?,
+    };
+    if job.started.elapsed() > job.deadline {
+        return Err(RunError::Timeout(job.deadline));
+    }
+    let mut w = Capped {
+        buf: Vec::with_capacity(256),
+        cap: job.max_output,
+    };
+    write!(w, "{first}").map_err(|_| RunError::TooLarge(job.max_output))?;
+    drop(first);
+    // A second output, or an error after the first, fails the transform; counting the rest
+    // could run forever, so stop at two.
+    match out.next() {
+        None => {}
+        Some(Ok(_)) => return Err(RunError::Outputs(2)),
+        Some(Err(e)) => return Err(RunError::Jq(e.to_string())),
+    }
+    if job.started.elapsed() > job.deadline {
+        return Err(RunError::Timeout(job.deadline));
+    }
+    Ok(Bytes::from(w.buf))
+}
+
+fn run(job: &Job) -> Vec<Verdict> {
+    let body = body_value(job.input.content_type(), &job.input.body);
+    let vars = Vars::of(&job.input, &job.plans);
+    job.plans
+        .iter()
+        .map(|plan| {
+            if job.started.elapsed() > job.deadline {
+                return Verdict::failed(plan, RunError::Timeout(job.deadline));
+            }
+            let filter = plan
+                .filter
+                .as_ref()
+                .map(|code| run_filter(job, code, &body, &vars));
+            let admitted = matches!(filter, None | Some(Ok(true)));
+            let transform = plan
+                .transform
+                .as_ref()
+                .and_then(|code| admitted.then(|| run_transform(job, code, &body, &vars)));
+            Verdict { filter, transform }
+        })
+        .collect()
 }
 
 impl JqPool {
@@ -102,12 +310,16 @@ impl JqPool {
                         Err(_) => return,
                     };
                     let Ok(job) = job else { return };
-                    if job.started.elapsed() > job.deadline {
-                        let _ = job.reply.send(Err(RunError::Timeout(job.deadline)));
-                        continue;
-                    }
-                    let r = run(&job);
-                    let _ = job.reply.send(r);
+                    let verdicts = if job.started.elapsed() > job.deadline {
+                        let e = RunError::Timeout(job.deadline);
+                        job.plans
+                            .iter()
+                            .map(|p| Verdict::failed(p, e.clone()))
+                            .collect()
+                    } else {
+                        run(&job)
+                    };
+                    let _ = job.reply.send(verdicts);
                 });
         }
         JqPool {
@@ -117,20 +329,20 @@ impl JqPool {
         }
     }
 
-    /// Runs `program` on `input` with `$headers`, `$route`, `$query`, within the deadline.
-    pub async fn run(
-        &self,
-        program: Arc<str>,
-        input: Value,
-        headers: Value,
-        route: &str,
-        query: Value,
-    ) -> Result<Vec<Value>, RunError> {
+    /// Runs every plan on `input` with `$headers`, `$route`, `$query`, within the deadline;
+    /// one verdict per plan, in order.
+    pub async fn run(&self, input: Input, plans: Vec<Plan>) -> Vec<Verdict> {
         let (tx, rx) = tokio::sync::oneshot::channel();
+        let fail = |plans: &[Plan], e: RunError| -> Vec<Verdict> {
+            plans
+                .iter()
+                .map(|p| Verdict::failed(p, e.clone()))
+                .collect()
+        };
+        let keep = plans.clone();
         let job = Job {
-            program,
             input,
-            vars: [headers, Value::String(route.to_owned()), query],
+            plans,
             started: Instant::now(),
             deadline: self.deadline,
             max_output: self.max_output,
@@ -139,79 +351,136 @@ impl JqPool {
         match self.jobs.try_send(job) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                return Err(RunError::Busy)
+                return fail(&keep, RunError::Busy)
             }
         }
         match tokio::time::timeout(self.deadline, rx).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err(RunError::Busy),
-            Err(_) => Err(RunError::Timeout(self.deadline)),
+            Ok(Ok(v)) => v,
+            Ok(Err(_)) => fail(&keep, RunError::Busy),
+            Err(_) => fail(&keep, RunError::Timeout(self.deadline)),
         }
     }
 }
 
-const _: () = assert!(GLOBALS.len() == 3);
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+
+    fn input(body: &str, headers: &[(&str, &str)], query: Option<&str>) -> Input {
+        Input::new(
+            Bytes::from(body.to_owned()),
+            headers.iter().map(|(n, v)| (*n, v.as_bytes())),
+            query,
+            "gh",
+        )
+    }
+
+    fn transform(code: &str) -> Plan {
+        Plan {
+            filter: None,
+            transform: Some(Arc::from(code)),
+        }
+    }
+
+    fn filter(code: &str) -> Plan {
+        Plan {
+            filter: Some(Arc::from(code)),
+            transform: None,
+        }
+    }
+
+    async fn one(pool: &JqPool, i: Input, p: Plan) -> Verdict {
+        pool.run(i, vec![p]).await.remove(0)
+    }
 
     #[tokio::test]
     async fn runs_with_variables_and_limits() {
         let pool = JqPool::new(1, Duration::from_millis(500), 1 << 20);
-        let out = pool
-            .run(
-                Arc::from(
-                    "{ev: $headers[\"x-github-event\"], r: $route, q: $query.x, sha: .after}",
-                ),
-                json!({"after": "abc"}),
-                json!({"x-github-event": "push"}),
-                "gh",
-                json!({"x": "1"}),
-            )
-            .await
-            .unwrap();
+        let v = one(
+            &pool,
+            input(
+                r#"{"after": "abc"}"#,
+                &[("X-GitHub-Event", "push")],
+                Some("x=1"),
+            ),
+            transform("{ev: $headers[\"x-github-event\"], r: $route, q: $query.x, sha: .after}"),
+        )
+        .await;
         assert_eq!(
-            out,
-            vec![json!({"ev": "push", "r": "gh", "q": "1", "sha": "abc"})]
+            v.transform,
+            Some(Ok(Bytes::from_static(
+                br#"{"ev":"push","r":"gh","q":"1","sha":"abc"}"#
+            )))
         );
-        let err = pool
-            .run(
-                Arc::from(".a.b"),
-                json!({"a": 5}),
-                json!({}),
-                "r",
-                json!({}),
-            )
-            .await
-            .unwrap_err();
-        assert!(matches!(err, RunError::Jq(_)), "{err:?}");
-        let err = pool
-            .run(
-                Arc::from("range(100000000)"),
-                json!(null),
-                json!({}),
-                "r",
-                json!({}),
-            )
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(err, RunError::TooMany | RunError::Timeout(_)),
-            "{err:?}"
-        );
+        let v = one(&pool, input(r#"{"a": 5}"#, &[], None), transform(".a.b")).await;
+        assert!(matches!(v.transform, Some(Err(RunError::Jq(_)))), "{v:?}");
+        let v = one(
+            &pool,
+            input("null", &[], None),
+            transform("range(100000000)"),
+        )
+        .await;
+        assert_eq!(v.transform, Some(Err(RunError::Outputs(2))));
+        let v = one(&pool, input("null", &[], None), transform("empty")).await;
+        assert_eq!(v.transform, Some(Err(RunError::Outputs(0))));
         let small = JqPool::new(1, Duration::from_millis(500), 10);
-        let err = small
-            .run(
-                Arc::from("\"0123456789abcdef\""),
-                json!(null),
-                json!({}),
-                "r",
-                json!({}),
-            )
-            .await
-            .unwrap_err();
-        assert_eq!(err, RunError::TooLarge(10));
+        let v = one(
+            &small,
+            input("null", &[], None),
+            transform("\"0123456789abcdef\""),
+        )
+        .await;
+        assert_eq!(v.transform, Some(Err(RunError::TooLarge(10))));
+    }
+
+    #[tokio::test]
+    async fn filters_and_plans() {
+        let pool = JqPool::new(1, Duration::from_millis(500), 1 << 20);
+        let i = input(r#"{"ref":"refs/heads/main","n":[1,2]}"#, &[], None);
+        let plans = vec![
+            filter(r#".ref == "refs/heads/main""#),
+            filter(".ref == \"x\""),
+            filter(".n[]"),
+            filter("empty"),
+            filter(".ref.nope"),
+            Plan {
+                filter: Some(Arc::from("false")),
+                transform: Some(Arc::from(".n")),
+            },
+            Plan {
+                filter: Some(Arc::from("true")),
+                transform: Some(Arc::from(".n")),
+            },
+        ];
+        let v = pool.run(i, plans).await;
+        assert_eq!(v[0].filter, Some(Ok(true)));
+        assert_eq!(v[1].filter, Some(Ok(false)));
+        assert_eq!(v[2].filter, Some(Ok(true)));
+        assert_eq!(v[3].filter, Some(Ok(false)));
+        assert!(matches!(v[4].filter, Some(Err(RunError::Jq(_)))));
+        assert!(!v[4].admitted());
+        assert_eq!(v[5].transform, None);
+        assert_eq!(v[6].transform, Some(Ok(Bytes::from_static(b"[1,2]"))));
+    }
+
+    #[test]
+    fn bodies() {
+        assert_eq!(
+            body_value(None, br#" {"b":1, "a":[1.50, "x"]} "#).to_string(),
+            r#"{"b":1,"a":[1.50,"x"]}"#
+        );
+        let form = body_value(
+            Some("application/x-www-form-urlencoded"),
+            b"command=%2Fdeploy&text=prod",
+        );
+        assert_eq!(form.to_string(), r#"{"command":"/deploy","text":"prod"}"#);
+        assert_eq!(
+            body_value(Some("text/plain"), b"hello").to_string(),
+            r#""hello""#
+        );
+        assert_eq!(
+            body_value(None, b"{\"a\":\"\\u00e9\\n\"}").to_string(),
+            "{\"a\":\"\u{e9}\\n\"}"
+        );
     }
 }

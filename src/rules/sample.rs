@@ -49,15 +49,12 @@ pub async fn run(
             .map_err(|_| SampleError::Input(format!("bad value for header {n}")))?;
         map.append(n, v);
     }
-    let ct = map
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|c| c.to_str().ok())
-        .map(str::to_owned);
-    let input = || Input {
-        body: crate::rules::input_value(ct.as_deref(), &body),
-        headers: crate::rules::headers_value(map.iter().map(|(n, v)| (n.as_str(), v.as_bytes()))),
-        query: crate::rules::query_value(None),
-    };
+    let input = Input::new(
+        body.clone(),
+        map.iter().map(|(n, v)| (n.as_str(), v.as_bytes())),
+        None,
+        &route.name,
+    );
     let mode = match route.mode {
         Mode::Sync => "sync",
         Mode::Async => "async",
@@ -91,32 +88,38 @@ pub async fn run(
     };
     for t in &route.targets {
         let _ = writeln!(out);
-        if let Some(f) = &t.filter {
-            if !transform::filter(jq, f, input(), &route.name, &t.name).await {
-                let _ = writeln!(
-                    out,
-                    "== {}: filtered out (`{f}` is not true for this sample)",
-                    t.name
-                );
-                continue;
-            }
+        let plan = transform::plan(t, true, true);
+        let d = transform::decide(jq, input.clone(), &route.name, vec![(&t.name, plan)])
+            .await
+            .into_iter()
+            .next()
+            .unwrap_or(transform::Decision {
+                admitted: true,
+                body: None,
+            });
+        if !d.admitted {
+            let f = t.filter.as_deref().unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "== {}: filtered out (`{f}` is not true for this sample)",
+                t.name
+            );
+            continue;
         }
         let mut headers = map.clone();
-        let body = match &t.transform {
+        let body = match d.body {
             None => body.clone(),
-            Some(p) => match transform::apply(jq, p, input(), &route.name, &t.name).await {
-                Ok(b) => {
-                    headers.insert(
-                        http::header::CONTENT_TYPE,
-                        HeaderValue::from_static("application/json"),
-                    );
-                    b
-                }
-                Err(e) => {
-                    let _ = writeln!(out, "== {}: delivery would fail: transform: {e}", t.name);
-                    continue;
-                }
-            },
+            Some(Ok(b)) => {
+                headers.insert(
+                    http::header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                b
+            }
+            Some(Err(e)) => {
+                let _ = writeln!(out, "== {}: delivery would fail: transform: {e}", t.name);
+                continue;
+            }
         };
         let extra = vec![
             (
