@@ -56,10 +56,12 @@ pub const MAX_BATCH: usize = 512;
 const QUEUE: usize = 16_384;
 
 type Finish = Box<dyn FnOnce(Option<&StoreError>) + Send>;
+type Run = Box<dyn FnOnce(&Transaction) -> (bool, Finish) + Send>;
+
 struct Op {
     /// In a savepoint of its own (operator operations), or not (the hot path).
     isolate: bool,
-    run: Box<dyn FnOnce(&Transaction) -> (bool, Finish) + Send>,
+    run: Run,
 }
 
 /// The claim connection and the leases it has handed out (delivery id → until, Unix ms).
@@ -255,7 +257,7 @@ impl EmbeddedStore {
         f: impl FnOnce(&Transaction) -> Result<R, StoreError> + Send + 'static,
     ) -> BoxFut<'_, Result<R, StoreError>> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let run = Box::new(move |txn: &Transaction| -> (bool, Finish) {
+        let run: Run = Box::new(move |txn: &Transaction| -> (bool, Finish) {
             let r = f(txn);
             let ok = r.is_ok();
             let finish: Finish = Box::new(move |commit_err| {
