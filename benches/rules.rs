@@ -46,6 +46,10 @@ fn bench(c: &mut Criterion) {
         c.bench_function(&format!("jq/parse/push-{size}"), |b| {
             b.iter(|| hookgate::rules::pool::body_value(None, &body))
         });
+        let keys = hookgate::rules::project::keys(&transform).unwrap_or_default();
+        c.bench_function(&format!("jq/projected-parse/push-{size}"), |b| {
+            b.iter(|| hookgate::rules::project::parse(&body, &keys))
+        });
         c.bench_function(&format!("jq/serde-parse/push-{size}"), |b| {
             b.iter(|| serde_json::from_slice::<serde_json::Value>(&body).map(|_| ()))
         });

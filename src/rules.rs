@@ -10,6 +10,7 @@
 //! object of its fields — and `$headers` (lower-case names), `$route`, `$query`.
 
 pub mod pool;
+pub mod project;
 pub mod sample;
 pub mod transform;
 

@@ -129,26 +129,61 @@ pub struct JqPool {
     max_output: usize,
 }
 
-thread_local! {
-    static PROGRAMS: RefCell<HashMap<Arc<str>, Rc<Filter>>> = RefCell::new(HashMap::new());
+/// A compiled program and the top-level keys it reads (`None`: maybe all of them).
+#[derive(Clone)]
+struct Program {
+    filter: Rc<Filter>,
+    keys: Option<Rc<BTreeSet<String>>>,
 }
 
+thread_local! {
+    static PROGRAMS: RefCell<HashMap<Arc<str>, Program>> = RefCell::new(HashMap::new());
+}
+
+use std::collections::BTreeSet;
 use std::rc::Rc;
 
-fn program(code: &Arc<str>) -> Result<Rc<Filter>, RunError> {
+fn program(code: &Arc<str>) -> Result<Program, RunError> {
     PROGRAMS.with(|cell| {
         let mut cache = cell.borrow_mut();
-        if let Some(f) = cache.get(code) {
-            return Ok(f.clone());
+        if let Some(p) = cache.get(code) {
+            return Ok(p.clone());
         }
         // Checked when the config loaded; a failure here means a program changed under us.
-        let f = Rc::new(compile(code).map_err(|e| RunError::Jq(e.message))?);
+        let p = Program {
+            filter: Rc::new(compile(code).map_err(|e| RunError::Jq(e.message))?),
+            keys: super::project::keys(code).map(Rc::new),
+        };
         if cache.len() > 512 {
             cache.clear();
         }
-        cache.insert(code.clone(), f.clone());
-        Ok(f)
+        cache.insert(code.clone(), p.clone());
+        Ok(p)
     })
+}
+
+/// `.` for a run: only the top-level fields its programs read, when that is known and the
+/// body is a JSON object; else the whole body.
+fn input_value(job: &Job) -> Val {
+    let mut keys = BTreeSet::new();
+    let mut known = true;
+    for code in job
+        .plans
+        .iter()
+        .flat_map(|p| [&p.filter, &p.transform])
+        .flatten()
+    {
+        match program(code).ok().and_then(|p| p.keys) {
+            Some(k) => keys.extend(k.iter().cloned()),
+            None => known = false,
+        }
+    }
+    if known {
+        if let Some(v) = super::project::parse(&job.input.body, &keys) {
+            return v;
+        }
+    }
+    body_value(job.input.content_type(), &job.input.body)
 }
 
 /// `.`: the body as JSON, or a form post as an object of its fields (a repeated field keeps
@@ -209,7 +244,7 @@ impl Vars {
 }
 
 fn run_filter(job: &Job, code: &Arc<str>, body: &Val, vars: &Vars) -> Result<bool, RunError> {
-    let f = program(code)?;
+    let f = program(code)?.filter;
     let inputs = RcIter::new(core::iter::empty());
     let mut out = f.run((Ctx::new(vars.0.clone(), &inputs), body.clone()));
     let r = match out.next() {
@@ -244,7 +279,7 @@ impl Write for Capped {
 }
 
 fn run_transform(job: &Job, code: &Arc<str>, body: &Val, vars: &Vars) -> Result<Bytes, RunError> {
-    let f = program(code)?;
+    let f = program(code)?.filter;
     let inputs = RcIter::new(core::iter::empty());
     let mut out = f.run((Ctx::new(vars.0.clone(), &inputs), body.clone()));
     let first = match out.next() {
@@ -274,7 +309,7 @@ fn run_transform(job: &Job, code: &Arc<str>, body: &Val, vars: &Vars) -> Result<
 }
 
 fn run(job: &Job) -> Vec<Verdict> {
-    let body = body_value(job.input.content_type(), &job.input.body);
+    let body = input_value(job);
     let vars = Vars::of(&job.input, &job.plans);
     job.plans
         .iter()
