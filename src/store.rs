@@ -9,8 +9,9 @@
 //!   body bytes, client IP, received time — identified by a UUIDv7.
 //! - **delivery**: one per (event, target). State `pending` → `delivered`, or `dead` (a dead
 //!   letter), or `filtered` (the target's filter declined it). A pending delivery has
-//!   `next_attempt_at`; claiming it sets a lease (`claimed_until`) so it is not handed out
-//!   twice while an attempt runs.
+//!   `next_attempt_at`; claiming it sets a lease so it is not handed out twice while an
+//!   attempt runs (in the database for PostgreSQL, where replicas share it; in the process
+//!   for the embedded store, which only one process may open).
 //! - **attempt**: one row per HTTP attempt (time, status, error, duration).
 //! - **dedup**: (route, provider delivery id) → event id, until it expires.
 //!

@@ -23,8 +23,6 @@ use tokio::sync::{watch, Notify, Semaphore};
 const BREAKER_THRESHOLD: u32 = 5;
 /// Longest idle wait before looking at the store again (a fallback; enqueues wake workers).
 const IDLE_POLL: Duration = Duration::from_secs(1);
-/// Outcomes of one target on their way to the store at once (beyond this, slots wait).
-const RECORDS_IN_FLIGHT: usize = 4096;
 
 pub struct TargetWorker {
     store: Arc<dyn Store>,
@@ -68,7 +66,9 @@ impl TargetWorker {
         TargetWorker {
             sign_key: target.sign_key.clone(),
             slots: Arc::new(Semaphore::new(target.concurrency.max(1))),
-            records: Arc::new(Semaphore::new(RECORDS_IN_FLIGHT)),
+            // As many outcomes on their way to the store as attempts in flight: after a crash,
+            // at most 2 × concurrency deliveries are sent again.
+            records: Arc::new(Semaphore::new(target.concurrency.max(1))),
             store,
             route,
             target,
@@ -209,7 +209,6 @@ impl TargetWorker {
         // Drain: wait until every slot is free again, i.e. every attempt has been recorded.
         let n = u32::try_from(self.target.concurrency.max(1)).unwrap_or(u32::MAX);
         let _ = self.slots.acquire_many(n).await;
-        let n = u32::try_from(RECORDS_IN_FLIGHT).unwrap_or(u32::MAX);
         let _ = self.records.acquire_many(n).await;
     }
 
