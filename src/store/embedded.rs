@@ -388,7 +388,7 @@ fn writer_loop(mut conn: Connection, rx: Receiver<Op>, shared: Shared) {
             f(err.as_ref());
         }
         commits += 1;
-        if commits % WRITER_CHECKPOINT_EVERY == 0 {
+        if commits.is_multiple_of(WRITER_CHECKPOINT_EVERY) {
             if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
                 tracing::warn!(error = %e, "WAL checkpoint failed; will try again");
             }
