@@ -40,8 +40,15 @@ YAML
   GW=$!
   for _ in $(seq 1 100); do curl -fsS http://127.0.0.1:19900/readyz >/dev/null 2>&1 && break; sleep 0.1; done
   echo "== hookgate mode: $1"
+  if [ "$1" = async ]; then
+    # Steady state: the backlog (acknowledged, not yet delivered) sampled every 2 s under load.
+    ( for _ in $(seq 2 2 "$DURATION"); do sleep 2
+        curl -s http://127.0.0.1:19900/api/v1/routes | grep -o '"pending":[0-9]*' ; done ) > "$WORK/backlog.txt" &
+    SAMPLER=$!
+  fi
   BODY_FILE=payloads/push-2k.json SIG_VALUE="$(cat payloads/push-2k.json.sig)" \
     $cli -c64 -d"${DURATION}s" -s wrk/post.lua http://127.0.0.1:8080/hooks/github | grep RESULT
+  [ "$1" = async ] && { wait "$SAMPLER"; echo "backlog under load, every 2 s: $(tr '\n' ' ' < "$WORK/backlog.txt")"; }
   if [ "$1" = async ]; then
     sleep 1
     curl -s http://127.0.0.1:19900/api/v1/routes; echo

@@ -216,7 +216,11 @@ impl EmbeddedStore {
                 "PRAGMA wal_autocheckpoint = 16384; PRAGMA journal_size_limit = 67108864;",
             )
             .map_err(unavailable)?;
+        // Copying the WAL goes around the page cache: this connection needs little of one.
         let checkpointer = open_conn(&db_path).map_err(unavailable)?;
+        checkpointer
+            .execute_batch("PRAGMA cache_size = -512;")
+            .map_err(unavailable)?;
         let (cp_tx, cp_rx) = sync_channel::<()>(1);
         std::thread::Builder::new()
             .name("hookgate-store-checkpoint".into())
@@ -224,7 +228,9 @@ impl EmbeddedStore {
             .map_err(unavailable)?;
         let reader = open_conn(&db_path).map_err(unavailable)?;
         let claims = Claims {
-            conn: open_conn(&db_path).map_err(unavailable)?,
+            conn: open_conn(&db_path)
+                .and_then(|c| c.execute_batch("PRAGMA cache_size = -4096;").map(|_| c))
+                .map_err(unavailable)?,
             held: HashMap::new(),
         };
         let (tx, rx) = sync_channel::<Op>(QUEUE);
