@@ -36,7 +36,7 @@ fn bench(c: &mut Criterion) {
             ("x-github-event", b"push"),
         ];
         let run = |plan: Plan| {
-            let input = Input::new(body.clone(), headers.iter().copied(), None, "gh");
+            let input = Input::new(body.clone(), headers.iter().copied(), None, "gh", true);
             rt.block_on(pool.run(input, vec![plan]))
         };
         let only = |f: Option<&Arc<str>>, t: Option<&Arc<str>>| Plan {
@@ -49,6 +49,9 @@ fn bench(c: &mut Criterion) {
         let keys = hookgate::rules::project::keys(&transform).unwrap_or_default();
         c.bench_function(&format!("jq/projected-parse/push-{size}"), |b| {
             b.iter(|| hookgate::rules::project::parse(&body, &keys))
+        });
+        c.bench_function(&format!("jq/serde-skip/push-{size}"), |b| {
+            b.iter(|| serde_json::from_slice::<serde::de::IgnoredAny>(&body).map(|_| ()))
         });
         c.bench_function(&format!("jq/serde-parse/push-{size}"), |b| {
             b.iter(|| serde_json::from_slice::<serde_json::Value>(&body).map(|_| ()))

@@ -552,6 +552,7 @@ async fn decide(
         p.headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())),
         p.uri.query(),
         route,
+        plans.iter().any(|(_, p)| p.names("$headers")),
     );
     crate::rules::transform::decide(jq, input, route, plans).await
 }

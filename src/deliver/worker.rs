@@ -251,6 +251,7 @@ impl TargetWorker {
             ev.headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())),
             ev.path_and_query.split_once('?').map(|(_, q)| q),
             &self.route.name,
+            program.contains("$headers"),
         );
         let plan = crate::rules::transform::Plan {
             filter: None,

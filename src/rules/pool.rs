@@ -44,14 +44,20 @@ pub struct Input {
 }
 
 impl Input {
+    /// `all_headers`: keep every header for `$headers` (else only `Content-Type`, which says
+    /// how to read the body); see [`Plan::names`].
     pub fn new<'a>(
         body: Bytes,
         headers: impl IntoIterator<Item = (&'a str, &'a [u8])>,
         query: Option<&str>,
         route: &str,
+        all_headers: bool,
     ) -> Self {
         let mut out: Vec<(String, String)> = Vec::new();
         for (n, v) in headers {
+            if !all_headers && !n.eq_ignore_ascii_case("content-type") {
+                continue;
+            }
             let v = String::from_utf8_lossy(v);
             let n = n.to_ascii_lowercase();
             match out.iter_mut().find(|(k, _)| *k == n) {
@@ -96,6 +102,14 @@ pub struct Verdict {
 impl Plan {
     pub fn is_empty(&self) -> bool {
         self.filter.is_none() && self.transform.is_none()
+    }
+
+    /// Whether one of the programs mentions `var` (such as `$headers`).
+    pub fn names(&self, var: &str) -> bool {
+        [&self.filter, &self.transform]
+            .into_iter()
+            .flatten()
+            .any(|code| code.contains(var))
     }
 }
 
@@ -189,8 +203,7 @@ fn input_value(job: &Job) -> Val {
 /// `.`: the body as JSON, or a form post as an object of its fields (a repeated field keeps
 /// its last value), or the body as a string.
 pub fn body_value(content_type: Option<&str>, body: &[u8]) -> Val {
-    use hifijson::token::Lex;
-    if let Ok(v) = hifijson::SliceLexer::new(body).exactly_one(Val::parse) {
+    if let Some(v) = super::project::parse_all(body) {
         return v;
     }
     let form = content_type.is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"));
@@ -218,14 +231,7 @@ struct Vars([Val; 3]);
 impl Vars {
     /// `$headers` and `$query` are built only when one of the programs names them.
     fn of(input: &Input, plans: &[Plan]) -> Self {
-        let uses = |var: &str| {
-            plans.iter().any(|p| {
-                [&p.filter, &p.transform]
-                    .into_iter()
-                    .flatten()
-                    .any(|code| code.contains(var))
-            })
-        };
+        let uses = |var: &str| plans.iter().any(|p| p.names(var));
         let headers = if uses("$headers") {
             fields(input.headers.iter().cloned())
         } else {
@@ -407,6 +413,7 @@ mod tests {
             headers.iter().map(|(n, v)| (*n, v.as_bytes())),
             query,
             "gh",
+            true,
         )
     }
 
@@ -502,7 +509,7 @@ mod tests {
     fn bodies() {
         assert_eq!(
             body_value(None, br#" {"b":1, "a":[1.50, "x"]} "#).to_string(),
-            r#"{"b":1,"a":[1.50,"x"]}"#
+            r#"{"b":1,"a":[1.5,"x"]}"#
         );
         let form = body_value(
             Some("application/x-www-form-urlencoded"),

@@ -146,47 +146,109 @@ fn pattern(p: &Pattern<&str>, root: bool, acc: &mut BTreeSet<String>) -> bool {
 }
 
 /// The body as jq sees it with only `keys` kept at its top level, or `None` when it is not a
-/// JSON object (the caller then parses it in full).
+/// JSON object (the caller then parses it in full). Skipped fields are still checked as JSON.
 pub fn parse(body: &[u8], keys: &BTreeSet<String>) -> Option<Val> {
-    use hifijson::token::Lex;
-    use hifijson::{Error, Expect, Token};
-    // Skipped strings are not checked for UTF-8 by the lexer: check the whole body once.
+    // Skipped strings are not checked for UTF-8 by the parser: check the whole body once.
     std::str::from_utf8(body).ok()?;
-    let mut lexer = hifijson::SliceLexer::new(body);
-    let mut fields: Vec<(String, Val)> = Vec::with_capacity(keys.len());
-    let r: Result<(), Error> = lexer.exactly_one(|token, lexer| {
-        if token != Token::LCurly {
-            return Err(Expect::Value.into());
-        }
-        lexer.seq(Token::RCurly, |token, lexer| {
-            let key = lexer.str_colon(token, |lexer| {
-                hifijson::str::LexAlloc::str_string(lexer).map_err(Error::Str)
-            })?;
-            let token = lexer.ws_token().ok_or(Expect::Value)?;
-            if keys.contains(&*key) {
-                let v = Val::parse(token, lexer)?;
-                match fields.iter_mut().find(|(k, _)| **k == *key) {
-                    // A repeated key keeps its last value, as a full parse does.
-                    Some((_, old)) => *old = v,
-                    None => fields.push((key.to_string(), v)),
-                }
-                Ok(())
-            } else {
-                hifijson::ignore::parse(token, lexer)
-            }
-        })
-    });
-    r.ok()?;
-    let map: serde_json::Map<String, serde_json::Value> = serde_json::Map::new();
-    let mut obj = match Val::from(serde_json::Value::Object(map)) {
-        Val::Obj(o) => o,
-        _ => return None,
-    };
-    let o = std::rc::Rc::make_mut(&mut obj);
-    for (k, v) in fields {
-        o.insert(std::rc::Rc::new(k), v);
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let v = serde::Deserializer::deserialize_map(&mut de, Projected(keys)).ok()?;
+    de.end().ok()?;
+    Some(v)
+}
+
+/// The whole body as jq values, built straight from the JSON (no intermediate tree).
+pub fn parse_all(body: &[u8]) -> Option<Val> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let v = serde::de::DeserializeSeed::deserialize(ValSeed, &mut de).ok()?;
+    de.end().ok()?;
+    Some(v)
+}
+
+fn empty_object() -> Val {
+    Val::from(serde_json::Value::Object(serde_json::Map::new()))
+}
+
+fn insert(obj: &mut Val, k: String, v: Val) {
+    if let Val::Obj(o) = obj {
+        std::rc::Rc::make_mut(o).insert(std::rc::Rc::new(k), v);
     }
-    Some(Val::Obj(obj))
+}
+
+struct Projected<'k>(&'k BTreeSet<String>);
+
+impl<'de> serde::de::Visitor<'de> for Projected<'_> {
+    type Value = Val;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Val, A::Error> {
+        let mut obj = empty_object();
+        while let Some(k) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if self.0.contains(&*k) {
+                let v = map.next_value_seed(ValSeed)?;
+                insert(&mut obj, k.into_owned(), v);
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        Ok(obj)
+    }
+}
+
+struct ValSeed;
+
+impl<'de> serde::de::DeserializeSeed<'de> for ValSeed {
+    type Value = Val;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Val, D::Error> {
+        d.deserialize_any(ValSeed)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for ValSeed {
+    type Value = Val;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("JSON")
+    }
+    fn visit_unit<E>(self) -> Result<Val, E> {
+        Ok(Val::Null)
+    }
+    fn visit_bool<E>(self, b: bool) -> Result<Val, E> {
+        Ok(Val::Bool(b))
+    }
+    fn visit_i64<E>(self, i: i64) -> Result<Val, E> {
+        Ok(isize::try_from(i)
+            .map(Val::Int)
+            .unwrap_or_else(|_| Val::Num(std::rc::Rc::new(i.to_string()))))
+    }
+    fn visit_u64<E>(self, u: u64) -> Result<Val, E> {
+        Ok(isize::try_from(u)
+            .map(Val::Int)
+            .unwrap_or_else(|_| Val::Num(std::rc::Rc::new(u.to_string()))))
+    }
+    fn visit_f64<E>(self, f: f64) -> Result<Val, E> {
+        Ok(Val::Float(f))
+    }
+    fn visit_str<E>(self, s: &str) -> Result<Val, E> {
+        Ok(Val::from(s.to_owned()))
+    }
+    fn visit_string<E>(self, s: String) -> Result<Val, E> {
+        Ok(Val::from(s))
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Val, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(v) = seq.next_element_seed(ValSeed)? {
+            items.push(v);
+        }
+        Ok(items.into_iter().collect())
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Val, A::Error> {
+        let mut obj = empty_object();
+        while let Some(k) = map.next_key::<String>()? {
+            let v = map.next_value_seed(ValSeed)?;
+            insert(&mut obj, k, v);
+        }
+        Ok(obj)
+    }
 }
 
 #[cfg(test)]
@@ -299,7 +361,7 @@ mod tests {
             &keys,
         )
         .unwrap();
-        assert_eq!(v.to_string(), r#"{"a":3,"c":1.50}"#);
+        assert_eq!(v.to_string(), r#"{"a":3,"c":1.5}"#);
         assert!(parse(b"[1,2]", &keys).is_none());
         assert!(parse(br#"{"a": 1, "b": [}"#, &keys).is_none());
         assert!(parse(b"{\"a\": 1, \"b\": \"\xff\"}", &keys).is_none());

@@ -54,6 +54,7 @@ pub async fn run(
         map.iter().map(|(n, v)| (n.as_str(), v.as_bytes())),
         None,
         &route.name,
+        true,
     );
     let mode = match route.mode {
         Mode::Sync => "sync",
