@@ -54,29 +54,23 @@ pub fn compile(code: &str) -> Result<Filter, ProgramError> {
                 .into_iter()
                 .next()
                 .unwrap_or_else(|| (File { code, path: () }, jaq_core::load::Error::Io(vec![])));
+            let syntax = |first: Option<(&str, &str)>| match first {
+                Some((expect, at)) => ProgramError {
+                    offset: offset_in(code, at),
+                    message: format!("jq syntax error: expected {expect}"),
+                },
+                None => ProgramError {
+                    offset: 0,
+                    message: "jq syntax error".into(),
+                },
+            };
             match e {
-                jaq_core::load::Error::Lex(v) => v
-                    .into_iter()
-                    .next()
-                    .map(|(expect, at)| ProgramError {
-                        offset: offset_in(code, at),
-                        message: format!("jq syntax error: expected {}", expect.as_str()),
-                    })
-                    .unwrap_or(ProgramError {
-                        offset: 0,
-                        message: "jq syntax error".into(),
-                    }),
-                jaq_core::load::Error::Parse(v) => v
-                    .into_iter()
-                    .next()
-                    .map(|(expect, at)| ProgramError {
-                        offset: offset_in(code, at),
-                        message: format!("jq syntax error: expected {}", expect.as_str()),
-                    })
-                    .unwrap_or(ProgramError {
-                        offset: 0,
-                        message: "jq syntax error".into(),
-                    }),
+                jaq_core::load::Error::Lex(v) => {
+                    syntax(v.into_iter().next().map(|(x, at)| (x.as_str(), at)))
+                }
+                jaq_core::load::Error::Parse(v) => {
+                    syntax(v.into_iter().next().map(|(x, at)| (x.as_str(), at)))
+                }
                 jaq_core::load::Error::Io(_) => ProgramError {
                     offset: 0,
                     message: "jq modules cannot be imported here".into(),

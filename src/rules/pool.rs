@@ -13,8 +13,9 @@ use bytes::Bytes;
 use jaq_core::{Ctx, RcIter};
 use jaq_json::Val;
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::io::Write;
+use std::rc::Rc;
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -153,9 +154,6 @@ struct Program {
 thread_local! {
     static PROGRAMS: RefCell<HashMap<Arc<str>, Program>> = RefCell::new(HashMap::new());
 }
-
-use std::collections::BTreeSet;
-use std::rc::Rc;
 
 fn program(code: &Arc<str>) -> Result<Program, RunError> {
     PROGRAMS.with(|cell| {

@@ -7,8 +7,8 @@
 //! One writer thread owns the only write connection. Every write (enqueue, claim,
 //! completion, replay, purge) is an operation sent to it over a bounded queue. The thread
 //! takes an operation — and, when nothing else queued up during the last commit, sleeps
-//! [`GATHER`] while more do (it is not woken once per operation) — takes them (at most [`MAX_BATCH`]), runs them inside one transaction, commits
-//! once — one fsync for the whole batch — and only then answers every waiter. Operator
+//! [`GATHER`] while more do (it is not woken once per operation) — takes them (at most
+//! [`MAX_BATCH`]), runs them inside one transaction, commits once — one fsync for the whole batch — and only then answers every waiter. Operator
 //! operations (replay, retire, purge, pause) run in a savepoint of their own, so one that
 //! fails rolls back alone. The hot operations (enqueue, claim, completion) do not pay for a
 //! savepoint (SQLite copies every page it touches into a statement journal): they can only
@@ -294,31 +294,32 @@ impl EmbeddedStore {
         &self,
         f: impl FnOnce(&mut Claims) -> rusqlite::Result<R> + Send + 'static,
     ) -> BoxFut<'_, Result<R, StoreError>> {
-        let claims = self.claims.clone();
-        Box::pin(async move {
-            tokio::task::spawn_blocking(move || {
-                let mut c = claims.lock().map_err(|_| unavailable("claims poisoned"))?;
-                f(&mut c).map_err(unavailable)
-            })
-            .await
-            .map_err(unavailable)?
-        })
+        on_blocking_pool(self.claims.clone(), f)
     }
 
     fn read<R: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<R> + Send + 'static,
     ) -> BoxFut<'_, Result<R, StoreError>> {
-        let reader = self.reader.clone();
-        Box::pin(async move {
-            tokio::task::spawn_blocking(move || {
-                let conn = reader.lock().map_err(|_| unavailable("reader poisoned"))?;
-                f(&conn).map_err(unavailable)
-            })
-            .await
-            .map_err(unavailable)?
-        })
+        on_blocking_pool(self.reader.clone(), |c| f(c))
     }
+}
+
+/// Runs `f` on the locked `conn` on tokio's blocking pool.
+fn on_blocking_pool<T: Send + 'static, R: Send + 'static>(
+    conn: Arc<Mutex<T>>,
+    f: impl FnOnce(&mut T) -> rusqlite::Result<R> + Send + 'static,
+) -> BoxFut<'static, Result<R, StoreError>> {
+    Box::pin(async move {
+        tokio::task::spawn_blocking(move || {
+            let mut c = conn
+                .lock()
+                .map_err(|_| unavailable("store connection poisoned"))?;
+            f(&mut c).map_err(unavailable)
+        })
+        .await
+        .map_err(unavailable)?
+    })
 }
 
 /// What the writer thread shares with the store's handle.
@@ -340,17 +341,21 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(50);
 /// Commits between the writer's own checkpoints (which restart the WAL under steady load).
 const WRITER_CHECKPOINT_EVERY: u64 = 64;
 
+/// Copies committed WAL frames into the database. PASSIVE never blocks the writer or
+/// readers; what it cannot copy now waits for the next round.
+fn checkpoint(conn: &Connection) {
+    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+        tracing::warn!(error = %e, "WAL checkpoint failed; will try again");
+    }
+}
+
 fn checkpoint_loop(conn: Connection, stop: Receiver<()>) {
     loop {
         let last = matches!(
             stop.recv_timeout(CHECKPOINT_EVERY),
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) | Ok(())
         );
-        // PASSIVE never blocks the writer or readers; what it cannot copy now waits for the
-        // next round.
-        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-            tracing::warn!(error = %e, "WAL checkpoint failed; will try again");
-        }
+        checkpoint(&conn);
         if last {
             return;
         }
@@ -395,9 +400,7 @@ fn writer_loop(mut conn: Connection, rx: Receiver<Op>, shared: Shared) {
         }
         commits += 1;
         if commits.is_multiple_of(WRITER_CHECKPOINT_EVERY) {
-            if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                tracing::warn!(error = %e, "WAL checkpoint failed; will try again");
-            }
+            checkpoint(&conn);
         }
     }
 }
