@@ -490,6 +490,13 @@ async fn forward_sync(
             ))
         }
     };
+    // A sync request is not stored; templates still get a unique id per request, made only
+    // when one asks for it (a random id costs a system call).
+    let event_id = target
+        .headers_set
+        .iter()
+        .any(|(_, t)| t.uses_event_id())
+        .then(|| uuid::Uuid::now_v7().to_string());
     let req = Outbound {
         method: parts.method.clone(),
         uri: &parts.uri,
@@ -501,8 +508,7 @@ async fn forward_sync(
         target,
         signature_headers: &route.signature_headers,
         extra: Vec::new(),
-        // A sync request is not stored; templates still get a unique id per request.
-        event_id: &uuid::Uuid::now_v7().to_string(),
+        event_id: event_id.as_deref().unwrap_or_default(),
     }
     .into_request()?;
     let start = Instant::now();

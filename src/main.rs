@@ -1,6 +1,9 @@
 //! The `hookgate` command: CLI parsing, logging, exit codes (0 ok, 1 invalid input or
 //! config, 2 runtime failure). Everything else lives in the library.
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Args, Parser, Subcommand};
 use hookgate::admin::cli::{self, AdminClient, CliError};
 use hookgate::app::Gateway;

@@ -33,7 +33,7 @@ routes:
         url: {target}
         timeout: 500ms
         headers:
-          set: {{ X-Source: github }}
+          set: {{ X-Source: github, X-Request-Id: "{{{{ event.id }}}}" }}
           remove: [X-Drop-Me]
 "#
     )
@@ -92,6 +92,9 @@ async fn verified_github_webhook_reaches_target_byte_exact() {
     assert_eq!(h["x-forwarded-proto"], "https");
     assert_eq!(h["x-forwarded-host"], "localhost");
     assert_eq!(h["x-source"], "github");
+    // `{{ event.id }}` on a sync route: a fresh UUID per request.
+    let id = h["x-request-id"].to_str().unwrap();
+    assert_eq!(uuid::Uuid::parse_str(id).unwrap().get_version_num(), 7);
     assert!(!h.contains_key("x-drop-me"));
     // The signature is the gateway's business: not passed on by default.
     assert!(!h.contains_key("x-hub-signature-256"));

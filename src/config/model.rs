@@ -401,6 +401,11 @@ impl HeaderTemplate {
         Ok(HeaderTemplate::Parts(parts))
     }
 
+    /// Whether the value names `{{ event.id }}`.
+    pub fn uses_event_id(&self) -> bool {
+        matches!(self, HeaderTemplate::Parts(parts) if parts.iter().any(|p| matches!(p, TemplatePart::EventId)))
+    }
+
     pub fn render(&self, event_id: &str, route: &str, target: &str) -> Option<HeaderValue> {
         match self {
             HeaderTemplate::Fixed(v) => Some(v.clone()),
@@ -428,6 +433,11 @@ mod tests {
     fn header_templates() {
         let t = HeaderTemplate::parse("{{ event.id }}@{{route}}/{{ target }}").unwrap();
         assert_eq!(t.render("e1", "r", "t").unwrap(), "e1@r/t");
+        assert!(t.uses_event_id());
+        assert!(!HeaderTemplate::parse("{{ route }}-x")
+            .unwrap()
+            .uses_event_id());
+        assert!(!HeaderTemplate::parse("plain").unwrap().uses_event_id());
         assert!(matches!(
             HeaderTemplate::parse("plain").unwrap(),
             HeaderTemplate::Fixed(_)

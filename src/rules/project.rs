@@ -1,9 +1,11 @@
 //! Parsing only what the programs read. Most rules look at a few top-level fields of a large
 //! payload (`.ref`, `.repository.full_name`, `.action`); building jq values for the rest is
 //! most of a rule's cost. When every program of a run provably reads the input document only
-//! through constant top-level keys (`.a`, `.a.b[0]`, `."a b"`), the body is parsed with the
-//! other top-level fields skipped (still checked as JSON, never materialized), and the programs
-//! cannot tell the difference.
+//! through constant key paths (`.a`, `.a.b[0]`, `."a b".c`), the body is parsed with every
+//! other field skipped (still checked as JSON, never materialized), and the programs cannot
+//! tell the difference: `.repository.full_name` keeps one string of GitHub's 90-field
+//! `repository` object. A value on a path that is not an object (an array, a string) is kept
+//! whole, so indexing it fails or succeeds exactly as on the full document.
 //!
 //! The analysis is conservative: anything that could see the document as a whole — `.` on
 //! its own, `..`, `.[]`, a computed key, an assignment, a function call on the document
@@ -15,12 +17,64 @@ use jaq_core::load::lex::StrPart;
 use jaq_core::load::parse::{BinaryOp, Pattern, Term};
 use jaq_core::path::Part;
 use jaq_json::Val;
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 
-/// The top-level keys a program reads, or `None` when it may read the whole document.
-pub fn keys(code: &str) -> Option<BTreeSet<String>> {
+/// The parts of a JSON object that programs read: per key, the whole value (`None`) or only
+/// some of its keys when it is an object.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Keys(BTreeMap<String, Option<Keys>>);
+
+impl Keys {
+    /// Adds the path `keys` (read in full at its end).
+    fn add(&mut self, path: &[String]) {
+        let Some((first, rest)) = path.split_first() else {
+            return;
+        };
+        match self.0.get_mut(first) {
+            Some(None) => {}
+            Some(Some(sub)) if !rest.is_empty() => sub.add(rest),
+            _ if rest.is_empty() => {
+                self.0.insert(first.clone(), None);
+            }
+            _ => {
+                let mut sub = Keys::default();
+                sub.add(rest);
+                self.0.insert(first.clone(), Some(sub));
+            }
+        }
+    }
+
+    /// Everything `other` reads too.
+    pub fn merge(&mut self, other: &Keys) {
+        for (k, v) in &other.0 {
+            match (self.0.get_mut(k), v) {
+                (Some(None), _) => {}
+                (Some(slot), None) => *slot = None,
+                (Some(Some(mine)), Some(theirs)) => mine.merge(theirs),
+                (None, v) => {
+                    self.0.insert(k.clone(), v.clone());
+                }
+            }
+        }
+    }
+
+    /// The paths, for tests and docs: `a`, `a.b`.
+    pub fn paths(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (k, v) in &self.0 {
+            match v {
+                None => out.push(k.clone()),
+                Some(sub) => out.extend(sub.paths().into_iter().map(|p| format!("{k}.{p}"))),
+            }
+        }
+        out
+    }
+}
+
+/// The key paths a program reads, or `None` when it may read the whole document.
+pub fn keys(code: &str) -> Option<Keys> {
     let term: Term<&str> = jaq_core::load::parse(code, |p| p.term())?;
-    let mut acc = BTreeSet::new();
+    let mut acc = Keys::default();
     walk(&term, true, &mut acc).then_some(acc)
 }
 
@@ -45,10 +99,10 @@ fn constant_call(name: &str, args: usize) -> bool {
     args == 0 && matches!(name, "true" | "false" | "null" | "empty")
 }
 
-/// Whether `t` reads its input only through constant top-level keys when that input is the
-/// document (`root`); keys found go to `acc`. `false`: it may read the whole document.
-fn walk(t: &Term<&str>, root: bool, acc: &mut BTreeSet<String>) -> bool {
-    let w = |t: &Term<&str>, root: bool, acc: &mut BTreeSet<String>| walk(t, root, acc);
+/// Whether `t` reads its input only through constant key paths when that input is the
+/// document (`root`); paths found go to `acc`. `false`: it may read the whole document.
+fn walk(t: &Term<&str>, root: bool, acc: &mut Keys) -> bool {
+    let w = |t: &Term<&str>, root: bool, acc: &mut Keys| walk(t, root, acc);
     match t {
         Term::Id | Term::Recurse => !root,
         Term::Num(_) | Term::Var(_) | Term::Break(_) => true,
@@ -65,7 +119,7 @@ fn walk(t: &Term<&str>, root: bool, acc: &mut BTreeSet<String>) -> bool {
                 (Term::Var(_), _) => true,
                 (_, Some(key)) => {
                     if root {
-                        acc.insert(key);
+                        acc.add(&[key]);
                     }
                     true
                 }
@@ -109,17 +163,20 @@ fn walk(t: &Term<&str>, root: bool, acc: &mut BTreeSet<String>) -> bool {
             args.iter().all(|a| w(a, false, acc))
         }
         Term::Path(head, path) => {
-            let mut parts = path.0.iter();
+            let mut parts = path.0.iter().peekable();
             if matches!(**head, Term::Id) && root {
-                match parts.next() {
-                    Some((Part::Index(k), _)) => match constant(k) {
-                        Some(key) => {
-                            acc.insert(key);
-                        }
-                        None => return false,
-                    },
-                    _ => return false,
+                // The longest run of constant keys from the document: `.a.b` reads `a.b`,
+                // `.a[0]` and `.a[]` read all of `a`.
+                let mut keys = Vec::new();
+                while let Some((Part::Index(k), _)) = parts.peek() {
+                    let Some(key) = constant(k) else { break };
+                    keys.push(key);
+                    parts.next();
                 }
+                if keys.is_empty() {
+                    return false;
+                }
+                acc.add(&keys);
             } else if !w(head, root, acc) {
                 return false;
             }
@@ -135,7 +192,7 @@ fn walk(t: &Term<&str>, root: bool, acc: &mut BTreeSet<String>) -> bool {
     }
 }
 
-fn pattern(p: &Pattern<&str>, root: bool, acc: &mut BTreeSet<String>) -> bool {
+fn pattern(p: &Pattern<&str>, root: bool, acc: &mut Keys) -> bool {
     match p {
         Pattern::Var(_) => true,
         Pattern::Arr(ps) => ps.iter().all(|p| pattern(p, root, acc)),
@@ -145,13 +202,13 @@ fn pattern(p: &Pattern<&str>, root: bool, acc: &mut BTreeSet<String>) -> bool {
     }
 }
 
-/// The body as jq sees it with only `keys` kept at its top level, or `None` when it is not a
+/// The body as jq sees it with only the paths of `keys` kept, or `None` when it is not a
 /// JSON object (the caller then parses it in full). Skipped fields are still checked as JSON.
-pub fn parse(body: &[u8], keys: &BTreeSet<String>) -> Option<Val> {
+pub fn parse(body: &[u8], keys: &Keys) -> Option<Val> {
     // Skipped strings are not checked for UTF-8 by the parser: check the whole body once.
     std::str::from_utf8(body).ok()?;
     let mut de = serde_json::Deserializer::from_slice(body);
-    let v = serde::Deserializer::deserialize_map(&mut de, Projected(keys)).ok()?;
+    let v = serde::Deserializer::deserialize_map(&mut de, ValSeed(Some(keys))).ok()?;
     de.end().ok()?;
     Some(v)
 }
@@ -159,7 +216,7 @@ pub fn parse(body: &[u8], keys: &BTreeSet<String>) -> Option<Val> {
 /// The whole body as jq values, built straight from the JSON (no intermediate tree).
 pub fn parse_all(body: &[u8]) -> Option<Val> {
     let mut de = serde_json::Deserializer::from_slice(body);
-    let v = serde::de::DeserializeSeed::deserialize(ValSeed, &mut de).ok()?;
+    let v = serde::de::DeserializeSeed::deserialize(ValSeed(None), &mut de).ok()?;
     de.end().ok()?;
     Some(v)
 }
@@ -174,37 +231,18 @@ fn insert(obj: &mut Val, k: String, v: Val) {
     }
 }
 
-struct Projected<'k>(&'k BTreeSet<String>);
+/// A JSON value as a jq value; an object keeps only the given keys (`None`: all of them).
+#[derive(Clone, Copy)]
+struct ValSeed<'k>(Option<&'k Keys>);
 
-impl<'de> serde::de::Visitor<'de> for Projected<'_> {
-    type Value = Val;
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("a JSON object")
-    }
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Val, A::Error> {
-        let mut obj = empty_object();
-        while let Some(k) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-            if self.0.contains(&*k) {
-                let v = map.next_value_seed(ValSeed)?;
-                insert(&mut obj, k.into_owned(), v);
-            } else {
-                map.next_value::<serde::de::IgnoredAny>()?;
-            }
-        }
-        Ok(obj)
-    }
-}
-
-struct ValSeed;
-
-impl<'de> serde::de::DeserializeSeed<'de> for ValSeed {
+impl<'de> serde::de::DeserializeSeed<'de> for ValSeed<'_> {
     type Value = Val;
     fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Val, D::Error> {
-        d.deserialize_any(ValSeed)
+        d.deserialize_any(self)
     }
 }
 
-impl<'de> serde::de::Visitor<'de> for ValSeed {
+impl<'de> serde::de::Visitor<'de> for ValSeed<'_> {
     type Value = Val;
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str("JSON")
@@ -236,16 +274,33 @@ impl<'de> serde::de::Visitor<'de> for ValSeed {
     }
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Val, A::Error> {
         let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
-        while let Some(v) = seq.next_element_seed(ValSeed)? {
+        while let Some(v) = seq.next_element_seed(ValSeed(None))? {
             items.push(v);
         }
         Ok(items.into_iter().collect())
     }
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Val, A::Error> {
         let mut obj = empty_object();
-        while let Some(k) = map.next_key::<String>()? {
-            let v = map.next_value_seed(ValSeed)?;
-            insert(&mut obj, k, v);
+        match self.0 {
+            None => {
+                while let Some(k) = map.next_key::<String>()? {
+                    let v = map.next_value_seed(ValSeed(None))?;
+                    insert(&mut obj, k, v);
+                }
+            }
+            Some(keys) => {
+                while let Some(k) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    match keys.0.get(&*k) {
+                        Some(sub) => {
+                            let v = map.next_value_seed(ValSeed(sub.as_ref()))?;
+                            insert(&mut obj, k.into_owned(), v);
+                        }
+                        None => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+            }
         }
         Ok(obj)
     }
@@ -256,7 +311,7 @@ mod tests {
     use super::*;
 
     fn k(code: &str) -> Option<Vec<String>> {
-        keys(code).map(|s| s.into_iter().collect())
+        keys(code).map(|k| k.paths())
     }
 
     #[test]
@@ -265,9 +320,20 @@ mod tests {
         assert_eq!(k(r#".ref == "refs/heads/main""#), v(&["ref"]));
         assert_eq!(
             k("{repo: .repository.full_name, sha: .after, ref}"),
-            v(&["after", "ref", "repository"])
+            v(&["after", "ref", "repository.full_name"])
         );
-        assert_eq!(k(r#".a.b[0] // ."x y" | ascii_downcase"#), v(&["a", "x y"]));
+        assert_eq!(
+            k(r#".a.b[0] // ."x y" | ascii_downcase"#),
+            v(&["a.b", "x y"])
+        );
+        // A whole value read anywhere wins over its parts.
+        assert_eq!(k(".a.b.c, .a.d, .e.f"), v(&["a.b.c", "a.d", "e.f"]));
+        assert_eq!(k(".a.b.c, .a, .a.d"), v(&["a"]));
+        assert_eq!(k(".a.b, {a}"), v(&["a"]));
+        assert_eq!(k(".a | .b"), v(&["a"]));
+        assert_eq!(k(".a[0].b, .c[]"), v(&["a", "c"]));
+        assert_eq!(k(r#".a["b"].c?"#), v(&["a.b.c"]));
+        assert_eq!(k(".a[.k]"), v(&["a", "k"]));
         assert_eq!(
             k(r#"$headers["x-github-event"] == "push" and .action == "opened""#),
             v(&["action"])
@@ -322,6 +388,13 @@ mod tests {
             "try .repository.owner.login catch \"none\"",
             "{type, id, n: (.data.object.amount // 0)}",
             "\"\\(.action // \"none\"): \\(.number // 0)\"",
+            // Nested paths, including ones through arrays, strings and missing keys.
+            ".repository.owner.login, .repository.full_name",
+            ".commits[0].author.name, .head_commit.author.email",
+            ".ref.x?, .after.y?",
+            ".repository.nope.deeper, .data.object.metadata",
+            "try .ref.x catch \"not an object\"",
+            "[.pull_request.user.login, .pull_request.head.ref, .sender.id]",
         ];
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
         let mut checked = 0;
@@ -355,13 +428,23 @@ mod tests {
 
     #[test]
     fn projected_parse_keeps_only_the_keys() {
-        let keys: BTreeSet<String> = ["a", "c"].iter().map(|s| s.to_string()).collect();
+        let keys = super::keys(".a, .c").unwrap();
         let v = parse(
             br#" {"a": {"x": [1, 2]}, "b": [{"deep": "skip\"me"}], "c": 1.50, "a": 3} "#,
             &keys,
         )
         .unwrap();
         assert_eq!(v.to_string(), r#"{"a":3,"c":1.5}"#);
+        let nested = super::keys(".a.x, .b.y.z").unwrap();
+        let v = parse(
+            br#"{"a": {"x": [1], "w": 2}, "b": {"y": {"z": 1, "q": 2}, "p": 3}, "c": 4}"#,
+            &nested,
+        )
+        .unwrap();
+        assert_eq!(v.to_string(), r#"{"a":{"x":[1]},"b":{"y":{"z":1}}}"#);
+        // Not an object on the path: kept whole.
+        let v = parse(br#"{"a": [{"x": 1, "w": 2}], "b": "s"}"#, &nested).unwrap();
+        assert_eq!(v.to_string(), r#"{"a":[{"x":1,"w":2}],"b":"s"}"#);
         assert!(parse(b"[1,2]", &keys).is_none());
         assert!(parse(br#"{"a": 1, "b": [}"#, &keys).is_none());
         assert!(parse(b"{\"a\": 1, \"b\": \"\xff\"}", &keys).is_none());
