@@ -138,8 +138,9 @@ struct Job {
     reply: tokio::sync::oneshot::Sender<Vec<Verdict>>,
 }
 
-/// The jobs waiting for a jq thread. Idle threads wait on `ready` (not on the lock), and a
-/// job wakes one of them only when one is idle: one wake per job at most, none under load.
+/// The jobs waiting for a jq thread. Idle threads wait on `ready` (not on the lock). A job
+/// wakes an idle thread only when none is already on its way, and a thread that takes a job
+/// with more behind it wakes the next: a burst costs one wake per busy thread, not per job.
 struct Queue {
     state: Mutex<QueueState>,
     ready: Condvar,
@@ -168,7 +169,8 @@ impl Queue {
             return false;
         }
         s.jobs.push_back(job);
-        let wake = s.idle > s.waking;
+        // One thread on its way is enough for now: it wakes another if it finds more work.
+        let wake = s.waking == 0 && s.idle > 0;
         if wake {
             s.waking += 1;
         }
@@ -184,6 +186,15 @@ impl Queue {
         let mut s = self.lock();
         loop {
             if let Some(job) = s.jobs.pop_front() {
+                // More waiting: wake a helper, so a backlog spreads over the idle threads.
+                let wake = !s.jobs.is_empty() && s.idle > s.waking;
+                if wake {
+                    s.waking += 1;
+                }
+                drop(s);
+                if wake {
+                    self.ready.notify_one();
+                }
                 return Some(job);
             }
             if s.closed {
