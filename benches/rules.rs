@@ -4,6 +4,10 @@
 //!
 //!     cargo bench --bench rules
 
+// The allocator the `hookgate` binary runs with.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion};
 use hookgate::rules::pool::{Input, JqPool, Plan};
