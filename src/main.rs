@@ -556,10 +556,15 @@ fn run(path: PathBuf) -> ExitCode {
         return ExitCode::from(1);
     };
     print_warnings(&path, &loaded.warnings);
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // On one CPU, one thread runs everything: a current-thread runtime spares the
+    // multi-thread scheduler's bookkeeping (README: Benchmark).
+    let one_cpu = std::thread::available_parallelism().is_ok_and(|n| n.get() == 1);
+    let mut builder = if one_cpu {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the async runtime: {e}");
@@ -567,6 +572,9 @@ fn run(path: PathBuf) -> ExitCode {
         }
     };
     rt.block_on(async move {
+        if one_cpu {
+            tracing::info!("one CPU: running on a single-thread runtime");
+        }
         let gw = match Gateway::start(loaded.config).await {
             Ok(g) => g,
             Err(e) => {

@@ -12,14 +12,28 @@ use std::time::{Duration, Instant};
 
 const SECRET: &str = "crash-secret";
 
-fn spawn(cfg: &std::path::Path) -> Child {
+/// Starts the gateway; with `one_cpu`, confined to one CPU by `taskset` (where it exists),
+/// so it runs on its single-thread runtime.
+fn spawn(cfg: &std::path::Path, one_cpu: bool) -> Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(cfg.with_file_name("gateway.log"))
         .unwrap();
-    Command::new(env!("CARGO_BIN_EXE_hookgate"))
-        .args(["run", "-c"])
+    let taskset = one_cpu
+        && Command::new("taskset")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+    let mut cmd = if taskset {
+        let mut c = Command::new("taskset");
+        c.args(["-c", "0"]).arg(env!("CARGO_BIN_EXE_hookgate"));
+        c
+    } else {
+        Command::new(env!("CARGO_BIN_EXE_hookgate"))
+    };
+    cmd.args(["run", "-c"])
         .arg(cfg)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
@@ -30,13 +44,13 @@ fn spawn(cfg: &std::path::Path) -> Child {
 
 /// Waits until the gateway answers /readyz. A start that fails at once (a port the system
 /// handed to a short-lived client socket meanwhile) is tried again; the log says why.
-async fn start_ready(child: &mut Child, cfg: &std::path::Path, admin: u16) {
+async fn start_ready(child: &mut Child, cfg: &std::path::Path, admin: u16, one_cpu: bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(Some(status)) = child.try_wait() {
             eprintln!("gateway exited at start ({status}); starting it again");
             tokio::time::sleep(Duration::from_millis(200)).await;
-            *child = spawn(cfg);
+            *child = spawn(cfg, one_cpu);
         }
         if let Ok(s) = tokio::net::TcpStream::connect(("127.0.0.1", admin)).await {
             let mut c = H1::over(s).await;
@@ -133,8 +147,8 @@ routes:
         ),
     );
     let acked = Arc::new(Mutex::new(Vec::new()));
-    let mut child = spawn(&cfg);
-    start_ready(&mut child, &cfg, admin).await;
+    let mut child = spawn(&cfg, false);
+    start_ready(&mut child, &cfg, admin, false).await;
 
     // Kill the gateway while 32 connections are sending.
     let load = tokio::spawn(blast(port, 0, 3200, 32, acked.clone()));
@@ -148,8 +162,10 @@ routes:
     load.await.unwrap();
     let before_restart = acked.lock().unwrap().len();
 
-    let mut child = spawn(&cfg);
-    start_ready(&mut child, &cfg, admin).await;
+    // The second life runs on one CPU: the current-thread runtime recovers the store,
+    // delivers the backlog, takes new load and drains on SIGTERM.
+    let mut child = spawn(&cfg, true);
+    start_ready(&mut child, &cfg, admin, true).await;
     blast(port, 10_000, 1600, 16, acked.clone()).await;
 
     let acked: HashSet<String> = acked.lock().unwrap().iter().cloned().collect();

@@ -225,13 +225,56 @@ fn batch_policy() {
     }
 }
 
+type Answer = (tokio::sync::oneshot::Sender<Vec<Verdict>>, Vec<Verdict>);
+
+/// Answers on their way back to the async side, handed over by one task of the runtime. A jq
+/// thread that finishes a job while earlier answers still wait adds to them and wakes
+/// nothing, so a burst of answers costs the runtime one wake-up from another thread (which a
+/// current-thread runtime pays with a system call), not one per answer.
+struct Outbox {
+    answers: Mutex<Vec<Answer>>,
+    ready: tokio::sync::Notify,
+    closed: std::sync::atomic::AtomicBool,
+}
+
+impl Outbox {
+    fn push(&self, answer: Answer) {
+        let mut a = self.answers.lock().unwrap_or_else(PoisonError::into_inner);
+        let first = a.is_empty();
+        a.push(answer);
+        drop(a);
+        if first {
+            self.ready.notify_one();
+        }
+    }
+
+    /// The task that hands answers to their callers, until the pool is gone.
+    async fn deliver(self: Arc<Self>) {
+        loop {
+            self.ready.notified().await;
+            let batch =
+                std::mem::take(&mut *self.answers.lock().unwrap_or_else(PoisonError::into_inner));
+            for (reply, verdicts) in batch {
+                let _ = reply.send(verdicts);
+            }
+            if self.closed.load(std::sync::atomic::Ordering::Acquire) {
+                return;
+            }
+        }
+    }
+}
+
 /// Closes the queue when the last clone of the pool is dropped, so its threads end.
-struct Closer(Arc<Queue>);
+struct Closer(Arc<Queue>, Option<Arc<Outbox>>);
 
 impl Drop for Closer {
     fn drop(&mut self) {
         self.0.lock().closed = true;
         self.0.ready.notify_all();
+        if let Some(o) = &self.1 {
+            o.closed.store(true, std::sync::atomic::Ordering::Release);
+            o.ready.notify_one();
+        }
     }
 }
 
@@ -467,8 +510,20 @@ impl JqPool {
             }),
             ready: Condvar::new(),
         });
+        // Inside a runtime, answers go back through one task of it (see `Outbox`); outside
+        // one (a command-line check, a benchmark), each caller is answered directly.
+        let outbox = tokio::runtime::Handle::try_current().ok().map(|rt| {
+            let o = Arc::new(Outbox {
+                answers: Mutex::new(Vec::new()),
+                ready: tokio::sync::Notify::new(),
+                closed: std::sync::atomic::AtomicBool::new(false),
+            });
+            rt.spawn(o.clone().deliver());
+            o
+        });
         for i in 0..threads.max(1) {
             let queue = queue.clone();
+            let outbox = outbox.clone();
             let _ = std::thread::Builder::new()
                 .name(format!("hookgate-jq-{i}"))
                 .spawn(move || {
@@ -483,12 +538,17 @@ impl JqPool {
                         } else {
                             run(&job)
                         };
-                        let _ = job.reply.send(verdicts);
+                        match &outbox {
+                            Some(o) => o.push((job.reply, verdicts)),
+                            None => {
+                                let _ = job.reply.send(verdicts);
+                            }
+                        }
                     }
                 });
         }
         JqPool {
-            queue: Arc::new(Closer(queue)),
+            queue: Arc::new(Closer(queue, outbox)),
             deadline,
             max_output,
         }
