@@ -246,17 +246,17 @@ impl TargetWorker {
             return Ok(None);
         };
         let ev = &c.event;
+        let plan = crate::rules::transform::Plan {
+            filter: None,
+            transform: Some(program.clone()),
+        };
         let input = crate::rules::transform::Input::new(
             ev.body.clone(),
             ev.headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())),
             ev.path_and_query.split_once('?').map(|(_, q)| q),
             &self.route.name,
-            program.contains("$headers"),
+            plan.names("$headers"),
         );
-        let plan = crate::rules::transform::Plan {
-            filter: None,
-            transform: Some(program.clone()),
-        };
         let d = crate::rules::transform::decide(
             &self.jq,
             input,

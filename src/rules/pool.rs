@@ -123,6 +123,14 @@ impl Verdict {
         }
     }
 
+    /// One failed verdict per plan, all for the same reason.
+    fn all_failed(plans: &[Plan], e: &RunError) -> Vec<Self> {
+        plans
+            .iter()
+            .map(|p| Verdict::failed(p, e.clone()))
+            .collect()
+    }
+
     /// No filter, or a filter whose first output is truthy.
     pub fn admitted(&self) -> bool {
         matches!(self.filter, None | Some(Ok(true)))
@@ -530,11 +538,7 @@ impl JqPool {
                     batch_policy();
                     while let Some(job) = queue.pop() {
                         let verdicts = if job.started.elapsed() > job.deadline {
-                            let e = RunError::Timeout(job.deadline);
-                            job.plans
-                                .iter()
-                                .map(|p| Verdict::failed(p, e.clone()))
-                                .collect()
+                            Verdict::all_failed(&job.plans, &RunError::Timeout(job.deadline))
                         } else {
                             run(&job)
                         };
@@ -558,12 +562,6 @@ impl JqPool {
     /// one verdict per plan, in order.
     pub async fn run(&self, input: Input, plans: Vec<Plan>) -> Vec<Verdict> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let fail = |plans: &[Plan], e: RunError| -> Vec<Verdict> {
-            plans
-                .iter()
-                .map(|p| Verdict::failed(p, e.clone()))
-                .collect()
-        };
         let keep = plans.clone();
         let job = Job {
             input,
@@ -574,12 +572,12 @@ impl JqPool {
             reply: tx,
         };
         if !self.queue.0.push(job) {
-            return fail(&keep, RunError::Busy);
+            return Verdict::all_failed(&keep, &RunError::Busy);
         }
         match tokio::time::timeout(self.deadline, rx).await {
             Ok(Ok(v)) => v,
-            Ok(Err(_)) => fail(&keep, RunError::Busy),
-            Err(_) => fail(&keep, RunError::Timeout(self.deadline)),
+            Ok(Err(_)) => Verdict::all_failed(&keep, &RunError::Busy),
+            Err(_) => Verdict::all_failed(&keep, &RunError::Timeout(self.deadline)),
         }
     }
 }

@@ -4,17 +4,18 @@
 //!
 //! ## Group commit
 //!
-//! One writer thread owns the only write connection. Every write (enqueue, claim,
-//! completion, replay, purge) is an operation sent to it over a bounded queue. The thread
-//! takes an operation — and, when nothing else queued up during the last commit, sleeps
-//! [`GATHER`] while more do (it is not woken once per operation) — takes them (at most
-//! [`MAX_BATCH`]), runs them inside one transaction, commits once — one fsync for the whole batch — and only then answers every waiter. Operator
-//! operations (replay, retire, purge, pause) run in a savepoint of their own, so one that
-//! fails rolls back alone. The hot operations (enqueue, claim, completion) do not pay for a
-//! savepoint (SQLite copies every page it touches into a statement journal): they can only
-//! fail when the database itself does, and then the whole batch is rolled back and every
-//! waiter told so. A failed commit fails every operation of the batch. A full queue is an
-//! error (`Unavailable`), never an unbounded wait.
+//! One writer thread owns the only write connection. Every write (enqueue, completion,
+//! replay, purge) is an operation sent to it over a bounded queue; a claim is a read (see
+//! Recovery). The thread takes an operation — and, when nothing else queued up during the
+//! last commit, sleeps [`GATHER`] while more do (it is not woken once per operation) — takes
+//! them (at most [`MAX_BATCH`]), runs them inside one transaction, commits once — one fsync
+//! for the whole batch — and only then answers every waiter. Operator operations (replay,
+//! retire, purge, pause) run in a savepoint of their own, so one that fails rolls back alone.
+//! The hot operations (enqueue, completion) do not pay for a savepoint (SQLite copies every
+//! page it touches into a statement journal): they can only fail when the database itself
+//! does, and then the whole batch is rolled back and every waiter told so. A failed commit
+//! fails every operation of the batch. A full queue is an error (`Unavailable`), never an
+//! unbounded wait.
 //!
 //! ## Schema
 //!
