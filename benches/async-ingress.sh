@@ -36,7 +36,7 @@ routes:
     verify: { github: { secret: "$SECRET" } }
     targets: [{ name: upstream, url: "http://127.0.0.1:18081/", concurrency: 64 }]
 YAML
-  RUST_LOG=warn $srv "$ROOT/target/release/hookgate" run -c "$WORK/routes-$1.yaml" >/dev/null 2>"$WORK/hookgate-$1.log" &
+  RUST_LOG=warn setsid $srv "$ROOT/target/release/hookgate" run -c "$WORK/routes-$1.yaml" >/dev/null 2>"$WORK/hookgate-$1.log" &
   GW=$!
   for _ in $(seq 1 100); do curl -fsS http://127.0.0.1:19900/readyz >/dev/null 2>&1 && break; sleep 0.1; done
   echo "== hookgate mode: $1"

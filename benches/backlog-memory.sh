@@ -19,7 +19,7 @@ routes:
     verify: { github: { secret: "bench-secret-0123456789abcdef" } }
     targets: [{ name: dead, url: "http://127.0.0.1:9/", retry: { max_attempts: 1000000, max_age: 720h } }]
 YAML
-RUST_LOG=warn "$ROOT/target/release/hookgate" run -c "$WORK/routes-backlog.yaml" >/dev/null 2>"$WORK/hookgate-backlog.log" &
+RUST_LOG=warn setsid "$ROOT/target/release/hookgate" run -c "$WORK/routes-backlog.yaml" >/dev/null 2>"$WORK/hookgate-backlog.log" &
 GW=$!
 trap 'kill $GW 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do curl -fsS http://127.0.0.1:19900/readyz >/dev/null 2>&1 && break; sleep 0.1; done

@@ -49,7 +49,7 @@ routes:
     verify: { github: { secret: "bench-secret-0123456789abcdef" } }
     targets: [{ name: up, url: "http://127.0.0.1:18081/", concurrency: 64 }]
 YAML
-    HOOKGATE_REPLICA="r$i" RUST_LOG=warn "$ROOT/target/release/hookgate" run -c "$WORK/r$i.yaml" >/dev/null 2>"$WORK/r$i.log" &
+    HOOKGATE_REPLICA="r$i" RUST_LOG=warn setsid "$ROOT/target/release/hookgate" run -c "$WORK/r$i.yaml" >/dev/null 2>"$WORK/r$i.log" &
     PIDS+=($!)
     for _ in $(seq 1 100); do curl -fsS "http://127.0.0.1:$admin/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
     ports+=("$port")

@@ -38,7 +38,7 @@ routes:
         filter: '.ref == "refs/heads/main" or .ref != null'
         transform: '{repo: .repository.full_name, sha: .after, ref: .ref}'
 YAML
-  RUST_LOG=warn taskset -c 1 "$ROOT/target/release/hookgate" run -c "$WORK/routes-rules.yaml" >/dev/null 2>"$WORK/hookgate-rules.log" &
+  RUST_LOG=warn setsid taskset -c 1 "$ROOT/target/release/hookgate" run -c "$WORK/routes-rules.yaml" >/dev/null 2>"$WORK/hookgate-rules.log" &
   GW=$!
   for _ in $(seq 1 100); do curl -fsS http://127.0.0.1:19900/readyz >/dev/null 2>&1 && break; sleep 0.1; done
   A_LABEL=no-rules-$1 A_URL=http://127.0.0.1:8080/plain A_SUT=$GW A_AUX=$UP \

@@ -39,7 +39,7 @@ YAML
 start_nginx upstream nginx/upstream.conf.in >/dev/null
 start_nginx proxy nginx/proxy.conf.in >/dev/null
 UP=$(cat "$RUN_DIR/pids/nginx-upstream.pid"); PROXY=$(cat "$RUN_DIR/pids/nginx-proxy.pid")
-RUST_LOG=warn taskset -c 1 "$ROOT/target/release/hookgate" run -c "$WORK/routes.yaml" 2>"$WORK/hookgate.log" &
+RUST_LOG=warn setsid taskset -c 1 "$ROOT/target/release/hookgate" run -c "$WORK/routes.yaml" 2>"$WORK/hookgate.log" &
 GW=$!
 for _ in $(seq 1 100); do curl -fsS http://127.0.0.1:19900/readyz >/dev/null 2>&1 && break; sleep 0.1; done
 

@@ -35,6 +35,9 @@ pub struct RouteRuntime {
     pub limiter: Option<Limiter>,
     pub clients: Vec<HttpClient>,
     pub signature_headers: Vec<HeaderName>,
+    pub metrics: m::RouteMetrics,
+    /// One per target, for a sync route's relay.
+    pub upstream_metrics: Vec<m::UpstreamMetrics>,
 }
 
 impl router::Routable for RouteRuntime {
@@ -80,6 +83,12 @@ impl Runtime {
                 limiter: r.rate_limit.as_ref().map(Limiter::new),
                 clients,
                 signature_headers,
+                metrics: m::RouteMetrics::new(&r.name),
+                upstream_metrics: r
+                    .targets
+                    .iter()
+                    .map(|t| m::UpstreamMetrics::new(&r.name, &t.name))
+                    .collect(),
             });
         }
         Ok(Runtime {
@@ -145,12 +154,15 @@ impl Ingress {
         let start = Instant::now();
         // In-flight requests keep the config they started with, whatever a reload does.
         let rt = self.runtime.load_full();
-        let (method, path) = (req.method().clone(), req.uri().path().to_owned());
-        let mut route = m::NO_ROUTE.to_owned();
+        // The access log's method and path, copied only when that log is on.
+        let access = tracing::enabled!(target: "hookgate::access", tracing::Level::INFO)
+            .then(|| (req.method().clone(), req.uri().path().to_owned()));
+        let mut route_idx = None;
         let mut client = conn.peer.ip();
-        let resp = match pipeline(&rt, self, req, conn, &mut route, &mut client).await {
+        let resp = match pipeline(&rt, self, req, conn, &mut route_idx, &mut client).await {
             Ok(r) => r,
             Err(e) => {
+                let route = route_idx.map_or(m::NO_ROUTE, |i| rt.routes[i].cfg.name.as_str());
                 match &e {
                     IngressError::Upstream(u) => {
                         tracing::warn!(route = %route, error = %u, "target failed")
@@ -165,20 +177,31 @@ impl Ingress {
         };
         let status = resp.status().as_u16();
         let elapsed = start.elapsed();
-        metrics::counter!(m::REQUESTS, "route" => route.clone(), "status" => status.to_string())
-            .increment(1);
-        metrics::histogram!(m::REQUEST_DURATION, "route" => route.clone())
-            .record(elapsed.as_secs_f64());
-        tracing::info!(
-            target: "hookgate::access",
-            route = %route,
-            status,
-            method = %method,
-            path = %path,
-            client_ip = %client,
-            duration_ms = elapsed.as_secs_f64() * 1000.0,
-            "request"
-        );
+        let route = match route_idx.and_then(|i| rt.routes.get(i)) {
+            Some(r) => {
+                r.metrics.request(status, elapsed.as_secs_f64());
+                r.cfg.name.as_str()
+            }
+            None => {
+                metrics::counter!(m::REQUESTS, "route" => m::NO_ROUTE, "status" => status.to_string())
+                    .increment(1);
+                metrics::histogram!(m::REQUEST_DURATION, "route" => m::NO_ROUTE)
+                    .record(elapsed.as_secs_f64());
+                m::NO_ROUTE
+            }
+        };
+        if let Some((method, path)) = access {
+            tracing::info!(
+                target: "hookgate::access",
+                route = %route,
+                status,
+                method = %method,
+                path = %path,
+                client_ip = %client,
+                duration_ms = elapsed.as_secs_f64() * 1000.0,
+                "request"
+            );
+        }
         resp
     }
 }
@@ -188,7 +211,7 @@ async fn pipeline(
     ing: &Ingress,
     req: Request<Incoming>,
     conn: ConnInfo,
-    route_name: &mut String,
+    route_idx: &mut Option<usize>,
     client: &mut std::net::IpAddr,
 ) -> Result<HttpResponse, IngressError> {
     let server = &rt.config.server;
@@ -196,8 +219,9 @@ async fn pipeline(
 
     // Route: which configured endpoint this is (404 / 405 otherwise).
     let host = router::request_host(&parts.uri, &parts.headers);
-    let route = router::find(&rt.routes, host.as_deref(), parts.uri.path(), &parts.method)?;
-    route_name.clone_from(&route.cfg.name);
+    let idx = router::find(&rt.routes, host.as_deref(), parts.uri.path(), &parts.method)?;
+    *route_idx = Some(idx);
+    let route = &rt.routes[idx];
 
     // Client IP, believed from X-Forwarded-For only through trusted proxies; allow-list.
     let ip = client_ip::client_ip(conn.peer.ip(), &parts.headers, &server.trusted_proxies);
@@ -324,7 +348,7 @@ async fn pipeline(
                     transformed = d.body;
                 }
             }
-            forward_sync(route, transformed, &verified, conn, &server.trusted_proxies).await
+            forward_sync(route, transformed, verified, conn, &server.trusted_proxies).await
         }
         Mode::Async => match store {
             Some(store) => {
@@ -464,19 +488,26 @@ fn accepted(status: StatusCode, id: &str, duplicate: bool) -> HttpResponse {
 async fn forward_sync(
     route: &RouteRuntime,
     transformed: Option<Result<bytes::Bytes, String>>,
-    verified: &crate::verify::Verified,
+    verified: crate::verify::Verified,
     conn: ConnInfo,
     trusted: &[ipnet::IpNet],
 ) -> Result<HttpResponse, IngressError> {
     let (Some(target), Some(client)) = (route.cfg.targets.first(), route.clients.first()) else {
         return Err(IngressError::NotFound);
     };
-    let parts = verified.parts();
     let peer_trusted = trusted.iter().any(|n| n.contains(&conn.peer.ip()));
-    let fwd = Forwarded::from_request(parts, conn.peer.ip(), peer_trusted, conn.tls);
-    let mut headers = parts.headers.clone();
+    let fwd = Forwarded::from_request(verified.parts(), conn.peer.ip(), peer_trusted, conn.tls);
+    let (
+        http::request::Parts {
+            method,
+            uri,
+            mut headers,
+            ..
+        },
+        original,
+    ) = verified.into_parts();
     let body = match transformed {
-        None => verified.body().clone(),
+        None => original,
         Some(Ok(b)) => {
             headers.insert(
                 http::header::CONTENT_TYPE,
@@ -498,8 +529,8 @@ async fn forward_sync(
         .any(|(_, t)| t.uses_event_id())
         .then(|| uuid::Uuid::now_v7().to_string());
     let req = Outbound {
-        method: parts.method.clone(),
-        uri: &parts.uri,
+        method,
+        uri: &uri,
         headers,
         body,
         forwarded: &fwd,
@@ -514,16 +545,13 @@ async fn forward_sync(
     let start = Instant::now();
     let result = proxy::send(client, req, target.timeout).await;
     let outcome = match &result {
-        Ok(r) => format!("{}xx", r.status().as_u16() / 100),
-        Err(crate::deliver::UpstreamError::Timeout(_)) => "timeout".into(),
-        Err(_) => "error".into(),
+        Ok(r) => m::status_class(r.status().as_u16()),
+        Err(crate::deliver::UpstreamError::Timeout(_)) => "timeout",
+        Err(_) => "error",
     };
-    let labels = [
-        ("route", route.cfg.name.clone()),
-        ("target", target.name.clone()),
-    ];
-    metrics::histogram!(m::UPSTREAM_DURATION, &labels).record(start.elapsed().as_secs_f64());
-    metrics::counter!(m::UPSTREAM_RESPONSES, "route" => route.cfg.name.clone(), "target" => target.name.clone(), "outcome" => outcome).increment(1);
+    if let Some(um) = route.upstream_metrics.first() {
+        um.answer(outcome, start.elapsed().as_secs_f64());
+    }
     Ok(result?)
 }
 

@@ -24,6 +24,9 @@
 //! 3. A claim is a lease, not a state: if the process dies mid-attempt, the lease is ignored
 //!    on the next start and the delivery is attempted again (at least once).
 //! 4. Retry times live in the store (`next_attempt_at`), never only in memory.
+//! 5. A replay is never undone: each one bumps the delivery's `replays`, and a completion
+//!    applies only when `replays` still has the value its claim saw. An attempt in flight
+//!    during a replay is recorded, and the delivery stays pending and due.
 //!
 //! Implementations: [`embedded`] (SQLite in one file, the default) and [`postgres`] (shared
 //! by many replicas). The conformance tests in `tests/store.rs` run against both.
@@ -119,6 +122,8 @@ pub struct StoredEvent {
 #[derive(Debug, Clone)]
 pub struct Claimed {
     pub delivery_id: i64,
+    /// How many times an operator had replayed the delivery when it was claimed.
+    pub replays: i64,
     /// Attempts made before this one.
     pub attempts: u32,
     pub created_at: SystemTime,
@@ -267,6 +272,22 @@ pub enum DeadSelector {
     },
 }
 
+/// What a completion names: the delivery, and its replay count when it was claimed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Lease {
+    pub delivery_id: i64,
+    pub replays: i64,
+}
+
+impl Claimed {
+    pub fn lease(&self) -> Lease {
+        Lease {
+            delivery_id: self.delivery_id,
+            replays: self.replays,
+        }
+    }
+}
+
 /// The storage boundary. Every backend passes the same conformance tests.
 pub trait Store: Send + Sync + 'static {
     fn enqueue(&self, ev: NewEvent) -> BoxFut<'_, Result<Enqueued, StoreError>>;
@@ -278,9 +299,12 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
         lease: Duration,
     ) -> BoxFut<'_, Result<Vec<Claimed>, StoreError>>;
+    /// Records an attempt and its outcome. When the delivery was replayed after `lease` was
+    /// claimed, the attempt is recorded but the delivery stays as the replay left it
+    /// (pending, due now): the replay asked for a delivery after it, and gets one.
     fn complete(
         &self,
-        delivery_id: i64,
+        lease: Lease,
         attempt: Attempt,
         outcome: Completion,
     ) -> BoxFut<'_, Result<(), StoreError>>;

@@ -48,6 +48,10 @@ impl Verified {
     pub fn client_ip(&self) -> IpAddr {
         self.req.client_ip
     }
+    /// The verified head and body, taken apart to be forwarded (sync mode: no copy).
+    pub fn into_parts(self) -> (http::request::Parts, Bytes) {
+        (self.req.parts, self.req.body)
+    }
     /// Set when the verifier is in shadow mode (`enforce: false`) and the check failed.
     pub fn shadow_failure(&self) -> Option<&Rejection> {
         self.shadow_failure.as_ref()

@@ -294,7 +294,7 @@ async fn migrate_applies_the_schema_once() {
     };
     let (code, out) = run();
     assert_eq!(code, Some(0), "{out}");
-    assert!(out.contains("applied migrations [1, 2, 3]"), "{out}");
+    assert!(out.contains("applied migrations [1, 2, 3, 4]"), "{out}");
     let (code, out) = run();
     assert_eq!((code, out.trim()), (Some(0), "schema is up to date"));
     let _ = client

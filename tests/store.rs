@@ -80,7 +80,7 @@ where
     // Retry at a time in the future: not due before it.
     let later = SystemTime::now() + Duration::from_millis(300);
     s.complete(
-        c[0].delivery_id,
+        c[0].lease(),
         attempt(),
         Completion::Retry {
             at: later,
@@ -96,7 +96,7 @@ where
     let c = s.claim("r", "a", 10, HOUR).await.unwrap();
     assert_eq!(c[0].attempts, 1);
     s.complete(
-        c[0].delivery_id,
+        c[0].lease(),
         attempt(),
         Completion::Dead {
             error: "410".into(),
@@ -120,7 +120,7 @@ where
     );
     let c = s.claim("r", "a", 10, HOUR).await.unwrap();
     assert_eq!(c.len(), 1);
-    s.complete(c[0].delivery_id, attempt(), Completion::Delivered)
+    s.complete(c[0].lease(), attempt(), Completion::Delivered)
         .await
         .unwrap();
     let detail = s.get_event("e1").await.unwrap().unwrap();
@@ -144,7 +144,7 @@ where
         1,
         "in-flight delivery must be retried after restart"
     );
-    s.complete(c[0].delivery_id, attempt(), Completion::Delivered)
+    s.complete(c[0].lease(), attempt(), Completion::Delivered)
         .await
         .unwrap();
 
@@ -245,6 +245,35 @@ where
     };
     assert_eq!(s.replay_dead(by("no such error")).await.unwrap(), 0);
     assert_eq!(s.replay_dead(by("removed")).await.unwrap(), 5);
+
+    // A replay while an attempt is in flight: whatever that attempt's outcome, the delivery
+    // stays pending and due, so the replay gets the delivery it asked for.
+    let outcomes = [
+        Completion::Delivered,
+        Completion::Retry {
+            at: SystemTime::now() + HOUR,
+            error: "x".into(),
+        },
+        Completion::Dead { error: "x".into() },
+    ];
+    for (i, outcome) in outcomes.into_iter().enumerate() {
+        let id = format!("inflight{i}");
+        s.enqueue(event(&id, &["z"], None)).await.unwrap();
+        let c = s.claim("r", "z", 10, HOUR).await.unwrap();
+        assert_eq!(c.len(), 1);
+        assert_eq!(s.replay_event(&id, Some("z")).await.unwrap(), 1);
+        s.complete(c[0].lease(), attempt(), outcome).await.unwrap();
+        let again = s.claim("r", "z", 10, HOUR).await.unwrap();
+        assert_eq!(again.len(), 1, "outcome {i} undid the replay");
+        assert_eq!(again[0].delivery_id, c[0].delivery_id);
+        assert_eq!(again[0].attempts, 0);
+        s.complete(again[0].lease(), attempt(), Completion::Delivered)
+            .await
+            .unwrap();
+        assert!(s.claim("r", "z", 10, HOUR).await.unwrap().is_empty());
+        let ev = s.get_event(&id).await.unwrap().unwrap();
+        assert_eq!(ev.attempts.len(), 2, "both attempts are on record");
+    }
 }
 
 fn embedded(dir: &std::path::Path) -> impl Fn() -> std::future::Ready<Arc<dyn Store>> + '_ {
@@ -333,7 +362,7 @@ async fn postgres_dedup_and_claims_hold_across_replicas() {
     a.fleet_concurrency("r", "t", 2);
     for c in ca.iter().chain(cb.iter()) {
         a.complete(
-            c.delivery_id,
+            c.lease(),
             attempt(),
             Completion::Retry {
                 at: SystemTime::now(),
@@ -388,7 +417,7 @@ where
     let mut s = open().await;
     // delivery id → (target, state); the ids currently leased.
     let mut model: HashMap<i64, (&str, M)> = HashMap::new();
-    let mut leased: HashMap<i64, &str> = HashMap::new();
+    let mut leased: HashMap<i64, Lease> = HashMap::new();
     let mut pending_new: HashMap<&str, usize> = HashMap::new();
     let mut n = 0;
     for step in 0..300 {
@@ -428,7 +457,7 @@ where
                         }
                     }
                     assert!(
-                        leased.insert(id, t).is_none(),
+                        leased.insert(id, c.lease()).is_none(),
                         "step {step}: {id} handed out twice under a lease"
                     );
                 }
@@ -437,7 +466,9 @@ where
                 let Some(&id) = leased.keys().nth(rng.usize(0..leased.len().max(1))) else {
                     continue;
                 };
-                leased.remove(&id);
+                let Some(lease) = leased.remove(&id) else {
+                    continue;
+                };
                 let (c, st) = match rng.u8(0..3) {
                     0 => (Completion::Delivered, M::Delivered),
                     1 => (
@@ -449,7 +480,7 @@ where
                     ),
                     _ => (Completion::Dead { error: "x".into() }, M::Dead),
                 };
-                s.complete(id, attempt(), c).await.unwrap();
+                s.complete(lease, attempt(), c).await.unwrap();
                 model.get_mut(&id).unwrap().1 = st;
             }
             90..=94 => {
@@ -504,9 +535,9 @@ where
         }
     }
     // Nothing is lost: after a restart every pending delivery can be claimed.
-    for (&id, _) in leased.iter() {
+    for lease in leased.values() {
         s.complete(
-            id,
+            *lease,
             attempt(),
             Completion::Retry {
                 at: SystemTime::now(),

@@ -99,7 +99,7 @@ fn describe() {
     );
     describe_counter!(
         UPSTREAM_RESPONSES,
-        "Target answers by route, target and outcome (2xx..5xx, error, timeout)."
+        "Target answers by route, target and outcome (2xx..5xx, other, error, timeout)."
     );
     describe_gauge!(
         OPEN_CONNECTIONS,
@@ -109,4 +109,123 @@ fn describe() {
         TLS_HANDSHAKE_FAILURES,
         "TLS handshakes that failed or timed out."
     );
+}
+
+/// A route's request metrics, looked up in the registry once (on first use, so a runtime
+/// built before the recorder is installed still records): each request then costs an
+/// atomic add, not a label-keyed registry lookup with freshly allocated strings.
+pub struct RouteMetrics {
+    route: String,
+    duration: OnceLock<metrics::Histogram>,
+    by_status: std::sync::Mutex<Vec<(u16, metrics::Counter)>>,
+}
+
+impl RouteMetrics {
+    pub fn new(route: &str) -> Self {
+        RouteMetrics {
+            route: route.to_owned(),
+            duration: OnceLock::new(),
+            by_status: Default::default(),
+        }
+    }
+
+    /// One answered request: `hookgate_requests_total` and `hookgate_request_duration_seconds`.
+    pub fn request(&self, status: u16, seconds: f64) {
+        cached(&self.by_status, status, || {
+            metrics::counter!(REQUESTS, "route" => self.route.clone(), "status" => status.to_string())
+        })
+        .increment(1);
+        self.duration
+            .get_or_init(|| metrics::histogram!(REQUEST_DURATION, "route" => self.route.clone()))
+            .record(seconds);
+    }
+}
+
+/// A target's answers as a sync route sees them.
+pub struct UpstreamMetrics {
+    route: String,
+    target: String,
+    duration: OnceLock<metrics::Histogram>,
+    by_outcome: std::sync::Mutex<Vec<(&'static str, metrics::Counter)>>,
+}
+
+impl UpstreamMetrics {
+    pub fn new(route: &str, target: &str) -> Self {
+        UpstreamMetrics {
+            route: route.to_owned(),
+            target: target.to_owned(),
+            duration: OnceLock::new(),
+            by_outcome: Default::default(),
+        }
+    }
+
+    /// `outcome` is `1xx`..`5xx`, `error` or `timeout`.
+    pub fn answer(&self, outcome: &'static str, seconds: f64) {
+        self.duration
+            .get_or_init(|| {
+                metrics::histogram!(UPSTREAM_DURATION, "route" => self.route.clone(), "target" => self.target.clone())
+            })
+            .record(seconds);
+        cached(&self.by_outcome, outcome, || {
+            metrics::counter!(UPSTREAM_RESPONSES, "route" => self.route.clone(), "target" => self.target.clone(), "outcome" => outcome)
+        })
+        .increment(1);
+    }
+}
+
+/// The handle for `key`, made by `make` the first time. The lists stay tiny (statuses a
+/// route has answered), so a scan beats hashing.
+fn cached<K: PartialEq + Copy>(
+    list: &std::sync::Mutex<Vec<(K, metrics::Counter)>>,
+    key: K,
+    make: impl FnOnce() -> metrics::Counter,
+) -> metrics::Counter {
+    let mut l = list.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, c)) = l.iter().find(|(k, _)| *k == key) {
+        return c.clone();
+    }
+    let c = make();
+    l.push((key, c.clone()));
+    c
+}
+
+/// The outcome label of a target's HTTP status.
+pub fn status_class(status: u16) -> &'static str {
+    match status / 100 {
+        1 => "1xx",
+        2 => "2xx",
+        3 => "3xx",
+        4 => "4xx",
+        5 => "5xx",
+        _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cached_handles_record_into_the_registry() {
+        let handle = install().expect("recorder");
+        let r = RouteMetrics::new("metrics-cache-test");
+        r.request(200, 0.001);
+        r.request(200, 0.002);
+        r.request(401, 0.001);
+        let u = UpstreamMetrics::new("metrics-cache-test", "t");
+        u.answer(status_class(204), 0.001);
+        u.answer("timeout", 1.0);
+        let text = handle.render();
+        let line = |needle: &str| {
+            text.lines()
+                .find(|l| l.contains("metrics-cache-test") && l.contains(needle))
+                .unwrap_or_else(|| panic!("no line with {needle} in\n{text}"))
+                .to_owned()
+        };
+        assert!(line("status=\"200\"").ends_with(" 2"));
+        assert!(line("status=\"401\"").ends_with(" 1"));
+        assert!(line("hookgate_request_duration_seconds_count").ends_with(" 3"));
+        assert!(line("outcome=\"2xx\"").ends_with(" 1"));
+        assert!(line("outcome=\"timeout\"").ends_with(" 1"));
+    }
 }

@@ -13,41 +13,49 @@ use http_body_util::{BodyExt, Full, Limited};
 /// Largest target answer relayed to the sender; webhook answers are small.
 const MAX_RESPONSE: usize = 16 << 20;
 
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "content-length",
-    "host",
-    "expect",
+/// Hop-by-hop and framing headers, as names made once: removing by a standard name hashes
+/// an enum tag, not the string.
+const HOP_BY_HOP: [HeaderName; 12] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::CONTENT_LENGTH,
+    header::HOST,
+    header::EXPECT,
 ];
 
 /// Removes hop-by-hop headers, including any the `Connection` header names.
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
-    let named: Vec<HeaderName> = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for n in named {
-        h.remove(n);
+    if h.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = h
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+            .collect();
+        for n in named {
+            h.remove(n);
+        }
     }
-    for n in HOP_BY_HOP {
-        h.remove(*n);
+    for n in &HOP_BY_HOP {
+        h.remove(n);
     }
 }
 
 /// The target URL for this request: a `path_prefix` route appends what follows the prefix;
 /// the request's query string is carried over.
 pub fn target_uri(target: &Uri, route_path: &PathMatch, req: &Uri) -> Result<Uri, UpstreamError> {
+    // The common case, an exact route without a query: the target URL as configured.
+    if matches!(route_path, PathMatch::Exact(_)) && req.query().is_none() {
+        return Ok(target.clone());
+    }
     let mut path = target.path().to_owned();
     if let PathMatch::Prefix(prefix) = route_path {
         let rest = req.path().strip_prefix(prefix.as_str()).unwrap_or("");
@@ -217,6 +225,13 @@ mod tests {
             target_uri(&t, &exact, &r("/hooks/x?a=1")).unwrap(),
             "http://svc:8080/in?a=1"
         );
+        assert_eq!(target_uri(&t, &exact, &r("/hooks/x")).unwrap(), t);
+        let tq0: Uri = "http://svc/in?k=v".parse().unwrap();
+        assert_eq!(
+            target_uri(&tq0, &exact, &r("/hooks/x?a=1")).unwrap(),
+            "http://svc/in?k=v&a=1"
+        );
+        assert_eq!(target_uri(&tq0, &exact, &r("/hooks/x")).unwrap(), tq0);
         assert_eq!(
             target_uri(&t, &prefix, &r("/api/v1/y")).unwrap(),
             "http://svc:8080/in/v1/y"

@@ -11,7 +11,7 @@ use super::retry::{self, Outcome};
 use super::UpstreamError;
 use crate::admin::metrics as m;
 use crate::config::{Route, Target};
-use crate::store::{Attempt, Claimed, Completion, Store};
+use crate::store::{Attempt, Claimed, Completion, Lease, Store};
 use governor::{DefaultDirectRateLimiter, Quota};
 use http::{HeaderName, HeaderValue};
 use std::collections::HashMap;
@@ -375,7 +375,7 @@ impl TargetWorker {
     }
 
     /// Makes one attempt; returns what the store must record of it.
-    async fn attempt(&self, c: &Claimed) -> (i64, Attempt, Completion) {
+    async fn attempt(&self, c: &Claimed) -> (Lease, Attempt, Completion) {
         self.rate_limit().await;
         let attempt_no = c.attempts + 1;
         let started_at = SystemTime::now();
@@ -496,7 +496,7 @@ impl TargetWorker {
             error,
             duration_ms: i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX),
         };
-        (c.delivery_id, record, completion)
+        (c.lease(), record, completion)
     }
 }
 

@@ -38,27 +38,36 @@ fn rank<R: Routable>(r: &R) -> (bool, bool, usize) {
     }
 }
 
-pub fn find<'a, R: Routable>(
-    routes: &'a [R],
+/// The index of the route that serves this request. Allocates nothing unless the answer
+/// is 405 (which lists the allowed methods).
+pub fn find<R: Routable>(
+    routes: &[R],
     host: Option<&str>,
     path: &str,
     method: &Method,
-) -> Result<&'a R, IngressError> {
-    let mut candidates: Vec<&R> = routes
-        .iter()
-        .filter(|r| r.host().is_none() || r.host() == host)
-        .filter(|r| r.path().matches(path))
-        .collect();
-    if candidates.is_empty() {
+) -> Result<usize, IngressError> {
+    let candidate = |r: &R| (r.host().is_none() || r.host() == host) && r.path().matches(path);
+    // Most specific first: a named host over any host, exact over prefix, longer prefix
+    // first; between equals, the one listed first.
+    let mut best: Option<(usize, (bool, bool, usize))> = None;
+    let mut any = false;
+    for (i, r) in routes.iter().enumerate() {
+        if !candidate(r) {
+            continue;
+        }
+        any = true;
+        if r.methods().contains(method) && best.is_none_or(|(_, b)| rank(r) > b) {
+            best = Some((i, rank(r)));
+        }
+    }
+    if let Some((i, _)) = best {
+        return Ok(i);
+    }
+    if !any {
         return Err(IngressError::NotFound);
     }
-    // Most specific first: a named host over any host, exact over prefix, longer prefix first.
-    candidates.sort_by_key(|r| std::cmp::Reverse(rank(*r)));
-    if let Some(r) = candidates.iter().find(|r| r.methods().contains(method)) {
-        return Ok(r);
-    }
     let mut allow: Vec<Method> = Vec::new();
-    for r in &candidates {
+    for r in routes.iter().filter(|r| candidate(r)) {
         for m in r.methods() {
             if !allow.contains(m) {
                 allow.push(m.clone());
@@ -124,7 +133,7 @@ mod tests {
     #[test]
     fn most_specific_wins() {
         let rs = routes();
-        let f = |h: Option<&str>, p: &str, m: Method| find(&rs, h, p, &m).map(|r| r.3);
+        let f = |h: Option<&str>, p: &str, m: Method| find(&rs, h, p, &m).map(|i| rs[i].3);
         assert_eq!(f(None, "/api/v2/z", Method::POST).unwrap(), "longer");
         assert_eq!(f(None, "/api/q", Method::POST).unwrap(), "prefix");
         assert_eq!(f(None, "/api/x", Method::PUT).unwrap(), "exact");

@@ -123,7 +123,8 @@ CREATE TABLE IF NOT EXISTS deliveries (
     claimed_until INTEGER NOT NULL DEFAULT 0,
     created_at INTEGER NOT NULL,
     updated_at INTEGER NOT NULL,
-    last_error TEXT
+    last_error TEXT,
+    replays INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(route, target, state, next_attempt_at);
 CREATE INDEX IF NOT EXISTS deliveries_event ON deliveries(event_id);
@@ -197,6 +198,21 @@ impl EmbeddedStore {
         if !has_dup {
             writer
                 .execute_batch("ALTER TABLE events ADD COLUMN duplicate_of TEXT")
+                .map_err(unavailable)?;
+        }
+        // ... and `replays` (a replay during an attempt must not be undone by its outcome).
+        let has_replays: bool = writer
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM pragma_table_info('deliveries') WHERE name = 'replays')",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(unavailable)?;
+        if !has_replays {
+            writer
+                .execute_batch(
+                    "ALTER TABLE deliveries ADD COLUMN replays INTEGER NOT NULL DEFAULT 0",
+                )
                 .map_err(unavailable)?;
         }
         // Leases of a previous process mean nothing now: make those deliveries due again.
@@ -593,7 +609,7 @@ fn claim_read(
     let mut rows = Vec::with_capacity(limit.min(due.len()));
     {
         let mut one = txn.prepare_cached(&format!(
-            "SELECT d.id, d.attempts, d.created_at, {EVENT_COLS} FROM deliveries d JOIN events e ON e.id = d.event_id
+            "SELECT d.id, d.attempts, d.created_at, d.replays, {EVENT_COLS} FROM deliveries d JOIN events e ON e.id = d.event_id
              WHERE d.id = ?1"
         ))?;
         for id in due
@@ -606,7 +622,8 @@ fn claim_read(
                     delivery_id: r.get(0)?,
                     attempts: r.get(1)?,
                     created_at: from_ms(r.get(2)?),
-                    event: row_event(r, 3)?,
+                    replays: r.get(3)?,
+                    event: row_event(r, 4)?,
                 })
             })?);
         }
@@ -621,10 +638,11 @@ fn claim_read(
 
 fn complete_tx(
     txn: &Transaction,
-    id: i64,
+    lease: Lease,
     a: &Attempt,
     outcome: &Completion,
 ) -> Result<(), StoreError> {
+    let (id, replays) = (lease.delivery_id, lease.replays);
     let now = now_ms();
     txn.prepare_cached("INSERT INTO attempts (delivery_id, at, status, error, duration_ms) VALUES (?1, ?2, ?3, ?4, ?5)")
         .map_err(sql)?
@@ -634,24 +652,24 @@ fn complete_tx(
         Completion::Delivered => txn
             .prepare_cached(
                 "UPDATE deliveries SET state = 1, attempts = attempts + 1, claimed_until = 0, updated_at = ?2, last_error = NULL
-                 WHERE id = ?1",
+                 WHERE id = ?1 AND replays = ?3",
             )
             .map_err(sql)?
-            .execute(params![id, now]),
+            .execute(params![id, now, replays]),
         Completion::Retry { at, error } => txn
             .prepare_cached(
                 "UPDATE deliveries SET attempts = attempts + 1, claimed_until = 0, next_attempt_at = ?2, updated_at = ?3,
-                 last_error = ?4 WHERE id = ?1 AND state = 0",
+                 last_error = ?4 WHERE id = ?1 AND state = 0 AND replays = ?5",
             )
             .map_err(sql)?
-            .execute(params![id, to_ms(*at), now, error]),
+            .execute(params![id, to_ms(*at), now, error, replays]),
         Completion::Dead { error } => txn
             .prepare_cached(
                 "UPDATE deliveries SET state = 2, attempts = attempts + 1, claimed_until = 0, updated_at = ?2, last_error = ?3
-                 WHERE id = ?1 AND state = 0",
+                 WHERE id = ?1 AND state = 0 AND replays = ?4",
             )
             .map_err(sql)?
-            .execute(params![id, now, error]),
+            .execute(params![id, now, error, replays]),
     }
     .map_err(sql)?;
     Ok(())
@@ -704,12 +722,13 @@ impl Store for EmbeddedStore {
 
     fn complete(
         &self,
-        delivery_id: i64,
+        lease: Lease,
         attempt: Attempt,
         outcome: Completion,
     ) -> BoxFut<'_, Result<(), StoreError>> {
+        let delivery_id = lease.delivery_id;
         let done = self.write(false, move |txn| {
-            complete_tx(txn, delivery_id, &attempt, &outcome)
+            complete_tx(txn, lease, &attempt, &outcome)
         });
         let claims = self.claims.clone();
         Box::pin(async move {
@@ -768,7 +787,8 @@ impl Store for EmbeddedStore {
                 return Err(StoreError::NotFound);
             }
             txn.execute(
-                "UPDATE deliveries SET state = 0, attempts = 0, next_attempt_at = ?3, claimed_until = 0, updated_at = ?3
+                "UPDATE deliveries SET state = 0, attempts = 0, next_attempt_at = ?3, claimed_until = 0, updated_at = ?3,
+                 replays = replays + 1
                  WHERE event_id = ?1 AND (?2 IS NULL OR target = ?2) AND state != 3",
                 params![event_id, target, now_ms()],
             )
@@ -779,7 +799,7 @@ impl Store for EmbeddedStore {
     fn replay_dead(&self, sel: DeadSelector) -> BoxFut<'_, Result<usize, StoreError>> {
         self.write(true, move |txn| {
             let now = now_ms();
-            let set = "UPDATE deliveries SET state = 0, attempts = 0, next_attempt_at = ?1, claimed_until = 0, updated_at = ?1";
+            let set = "UPDATE deliveries SET state = 0, attempts = 0, next_attempt_at = ?1, claimed_until = 0, updated_at = ?1, replays = replays + 1";
             match sel {
                 DeadSelector::Ids(ids) => {
                     let mut n = 0;

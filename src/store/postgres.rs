@@ -84,6 +84,11 @@ const MIGRATIONS: &[(i32, &str)] = &[
         "CREATE TABLE rate_buckets (key TEXT PRIMARY KEY, tokens DOUBLE PRECISION NOT NULL, updated_ms BIGINT NOT NULL);",
     ),
     (3, "ALTER TABLE events ADD COLUMN duplicate_of TEXT;"),
+    // Counts operator replays, so that an attempt in flight during one cannot undo it.
+    (
+        4,
+        "ALTER TABLE deliveries ADD COLUMN replays BIGINT NOT NULL DEFAULT 0;",
+    ),
 ];
 
 pub const CHANNEL: &str = "hookgate_events";
@@ -529,7 +534,7 @@ impl Store for PgStore {
                         WHERE route = $1 AND target = $2 AND state = 0 AND next_attempt_at <= $3 AND claimed_until <= $3
                         ORDER BY next_attempt_at, id LIMIT $4 FOR UPDATE SKIP LOCKED)
                      UPDATE deliveries d SET claimed_until = $5 FROM c WHERE d.id = c.id
-                     RETURNING d.id, d.attempts, d.created_at, d.event_id",
+                     RETURNING d.id, d.attempts, d.created_at, d.event_id, d.replays",
                     &[&route, &target, &now, &limit, &until],
                 )
                 .await,
@@ -552,6 +557,7 @@ impl Store for PgStore {
                 .filter_map(|r| {
                     Some(Claimed {
                         delivery_id: r.get(0),
+                        replays: r.get(4),
                         attempts: u32::try_from(r.get::<_, i32>(1)).unwrap_or(0),
                         created_at: from_ms(r.get(2)),
                         event: by_id.get(&r.get::<_, String>(3))?.clone(),
@@ -565,10 +571,14 @@ impl Store for PgStore {
 
     fn complete(
         &self,
-        delivery_id: i64,
+        lease: Lease,
         a: Attempt,
         outcome: Completion,
     ) -> BoxFut<'_, Result<(), StoreError>> {
+        let Lease {
+            delivery_id,
+            replays,
+        } = lease;
         Box::pin(async move {
             let mut c = self.client().await?;
             let tx = self.note(c.transaction().await)?;
@@ -584,24 +594,24 @@ impl Store for PgStore {
             let r = match &outcome {
                 Completion::Delivered => {
                     tx.execute(
-                        "UPDATE deliveries SET state = 1, attempts = attempts + 1, claimed_until = 0, updated_at = $2, last_error = NULL WHERE id = $1",
-                        &[&delivery_id, &now],
+                        "UPDATE deliveries SET state = 1, attempts = attempts + 1, claimed_until = 0, updated_at = $2, last_error = NULL WHERE id = $1 AND replays = $3",
+                        &[&delivery_id, &now, &replays],
                     )
                     .await
                 }
                 Completion::Retry { at, error } => {
                     tx.execute(
                         "UPDATE deliveries SET attempts = attempts + 1, claimed_until = 0, next_attempt_at = $2, updated_at = $3, last_error = $4
-                         WHERE id = $1 AND state = 0",
-                        &[&delivery_id, &to_ms(*at), &now, error],
+                         WHERE id = $1 AND state = 0 AND replays = $5",
+                        &[&delivery_id, &to_ms(*at), &now, error, &replays],
                     )
                     .await
                 }
                 Completion::Dead { error } => {
                     tx.execute(
                         "UPDATE deliveries SET state = 2, attempts = attempts + 1, claimed_until = 0, updated_at = $2, last_error = $3
-                         WHERE id = $1 AND state = 0",
-                        &[&delivery_id, &now, error],
+                         WHERE id = $1 AND state = 0 AND replays = $4",
+                        &[&delivery_id, &now, error, &replays],
                     )
                     .await
                 }
@@ -648,7 +658,7 @@ impl Store for PgStore {
             }
             let n = self.note(
                 c.execute(
-                    "UPDATE deliveries SET state = 0, attempts = 0, next_attempt_at = $3, claimed_until = 0, updated_at = $3
+                    "UPDATE deliveries SET state = 0, attempts = 0, next_attempt_at = $3, claimed_until = 0, updated_at = $3, replays = replays + 1
                      WHERE event_id = $1 AND ($2::TEXT IS NULL OR target = $2) AND state != 3",
                     &[&event_id, &target, &now_ms()],
                 )
@@ -665,7 +675,7 @@ impl Store for PgStore {
             let n = match sel {
                 DeadSelector::Ids(ids) => self.note(
                     c.execute(
-                        "UPDATE deliveries SET state = 0, attempts = 0, next_attempt_at = $1, claimed_until = 0, updated_at = $1
+                        "UPDATE deliveries SET state = 0, attempts = 0, next_attempt_at = $1, claimed_until = 0, updated_at = $1, replays = replays + 1
                          WHERE id = ANY($2) AND state = 2",
                         &[&now, &ids],
                     )
@@ -673,7 +683,7 @@ impl Store for PgStore {
                 )?,
                 DeadSelector::AllFor { route, target } => self.note(
                     c.execute(
-                        "UPDATE deliveries SET state = 0, attempts = 0, next_attempt_at = $1, claimed_until = 0, updated_at = $1
+                        "UPDATE deliveries SET state = 0, attempts = 0, next_attempt_at = $1, claimed_until = 0, updated_at = $1, replays = replays + 1
                          WHERE route = $2 AND target = $3 AND state = 2",
                         &[&now, &route, &target],
                     )
@@ -685,7 +695,7 @@ impl Store for PgStore {
                     error_contains,
                 } => self.note(
                     c.execute(
-                        "UPDATE deliveries SET state = 0, attempts = 0, next_attempt_at = $1, claimed_until = 0, updated_at = $1
+                        "UPDATE deliveries SET state = 0, attempts = 0, next_attempt_at = $1, claimed_until = 0, updated_at = $1, replays = replays + 1
                          WHERE state = 2 AND ($2::TEXT IS NULL OR route = $2) AND ($3::TEXT IS NULL OR target = $3)
                            AND ($4::TEXT IS NULL OR strpos(coalesce(last_error, ''), $4) > 0)",
                         &[&now, &route, &target, &error_contains],
