@@ -162,7 +162,9 @@ impl Ingress {
         let resp = match pipeline(&rt, self, req, conn, &mut route_idx, &mut client).await {
             Ok(r) => r,
             Err(e) => {
-                let route = route_idx.map_or(m::NO_ROUTE, |i| rt.routes[i].cfg.name.as_str());
+                let route = route_idx
+                    .and_then(|i| rt.routes.get(i))
+                    .map_or(m::NO_ROUTE, |r| r.cfg.name.as_str());
                 match &e {
                     IngressError::Upstream(u) => {
                         tracing::warn!(route = %route, error = %u, "target failed")
@@ -221,7 +223,7 @@ async fn pipeline(
     let host = router::request_host(&parts.uri, &parts.headers);
     let idx = router::find(&rt.routes, host.as_deref(), parts.uri.path(), &parts.method)?;
     *route_idx = Some(idx);
-    let route = &rt.routes[idx];
+    let route = rt.routes.get(idx).ok_or(IngressError::NotFound)?;
 
     // Client IP, believed from X-Forwarded-For only through trusted proxies; allow-list.
     let ip = client_ip::client_ip(conn.peer.ip(), &parts.headers, &server.trusted_proxies);

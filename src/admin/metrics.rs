@@ -52,6 +52,9 @@ pub fn replica() -> String {
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
+/// How often histogram samples are folded into their buckets (as a scrape would).
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Installs the process-wide recorder once (several gateways in one test process share it)
 /// and returns the handle that renders `/metrics`.
 pub fn install() -> Option<PrometheusHandle> {
@@ -67,6 +70,16 @@ pub fn install() -> Option<PrometheusHandle> {
             let handle = recorder.handle();
             metrics::set_global_recorder(recorder).ok()?;
             describe();
+            // Histogram samples pile up until drained: without this, a gateway nobody
+            // scrapes would grow by ≈40 bytes per request, forever.
+            let upkeep = handle.clone();
+            std::thread::Builder::new()
+                .name("hookgate-metrics".into())
+                .spawn(move || loop {
+                    std::thread::sleep(UPKEEP_EVERY);
+                    upkeep.run_upkeep();
+                })
+                .ok()?;
             Some(handle)
         })
         .clone()
