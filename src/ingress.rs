@@ -37,7 +37,7 @@ pub struct RouteRuntime {
     pub signature_headers: Vec<HeaderName>,
     pub metrics: m::RouteMetrics,
     /// One per target, for a sync route's relay.
-    pub upstream_metrics: Vec<m::UpstreamMetrics>,
+    pub upstream_metrics: Vec<m::TargetMetrics>,
 }
 
 impl router::Routable for RouteRuntime {
@@ -87,7 +87,7 @@ impl Runtime {
                 upstream_metrics: r
                     .targets
                     .iter()
-                    .map(|t| m::UpstreamMetrics::new(&r.name, &t.name))
+                    .map(|t| m::TargetMetrics::upstream(&r.name, &t.name))
                     .collect(),
             });
         }
@@ -305,7 +305,7 @@ async fn pipeline(
         tracing::warn!(route = %route.cfg.name, client_ip = %ip, reason = %r.detail, "verification failed (shadow mode: let through)");
     }
     if let Some(i) = matched {
-        metrics::counter!(m::SECRET_MATCHES, "route" => route.cfg.name.clone(), "index" => i.to_string()).increment(1);
+        route.metrics.secret_matched(i);
     }
 
     if route.cfg.debug_body {
@@ -329,7 +329,7 @@ async fn pipeline(
                 dedup_key(&route.cfg, &verified.parts().headers, verified.body())
             {
                 if ing.diagnostics.seen_recently(&route.cfg.name, &id, window) {
-                    metrics::counter!(m::EVENTS, "route" => route.cfg.name.clone(), "result" => "duplicate").increment(1);
+                    route.metrics.event("duplicate");
                     return Ok(error::json(
                         StatusCode::OK,
                         serde_json::json!({ "duplicate": true }).to_string(),
@@ -455,20 +455,18 @@ async fn enqueue(
         filtered,
         dedup: dedup_key(&route.cfg, &parts.headers, verified.body()),
     };
-    let name = route.cfg.name.clone();
     match store.enqueue(ev).await {
         Ok(Enqueued::Stored { id }) => {
-            metrics::counter!(m::EVENTS, "route" => name.clone(), "result" => "stored")
-                .increment(1);
-            engine.wake_route(&name);
+            route.metrics.event("stored");
+            engine.wake_route(&route.cfg.name);
             Ok(accepted(StatusCode::ACCEPTED, &id, false))
         }
         Ok(Enqueued::Duplicate { id }) => {
-            metrics::counter!(m::EVENTS, "route" => name, "result" => "duplicate").increment(1);
+            route.metrics.event("duplicate");
             Ok(accepted(StatusCode::OK, &id, true))
         }
         Err(e) => {
-            metrics::counter!(m::EVENTS, "route" => name, "result" => "refused").increment(1);
+            route.metrics.event("refused");
             Err(IngressError::StoreUnavailable(e))
         }
     }

@@ -131,6 +131,8 @@ pub struct RouteMetrics {
     route: String,
     duration: OnceLock<metrics::Histogram>,
     by_status: std::sync::Mutex<Vec<(u16, metrics::Counter)>>,
+    events: std::sync::Mutex<Vec<(&'static str, metrics::Counter)>>,
+    secrets: std::sync::Mutex<Vec<(usize, metrics::Counter)>>,
 }
 
 impl RouteMetrics {
@@ -139,7 +141,27 @@ impl RouteMetrics {
             route: route.to_owned(),
             duration: OnceLock::new(),
             by_status: Default::default(),
+            events: Default::default(),
+            secrets: Default::default(),
         }
+    }
+
+    /// `hookgate_events_total`: `stored`, `duplicate`, `refused`.
+    pub fn event(&self, result: &'static str) {
+        cached(
+            &self.events,
+            result,
+            || metrics::counter!(EVENTS, "route" => self.route.clone(), "result" => result),
+        )
+        .increment(1);
+    }
+
+    /// `hookgate_verification_secret_matches_total`: which secret verified a request.
+    pub fn secret_matched(&self, index: usize) {
+        cached(&self.secrets, index, || {
+            metrics::counter!(SECRET_MATCHES, "route" => self.route.clone(), "index" => index.to_string())
+        })
+        .increment(1);
     }
 
     /// One answered request: `hookgate_requests_total` and `hookgate_request_duration_seconds`.
@@ -154,33 +176,53 @@ impl RouteMetrics {
     }
 }
 
-/// A target's answers as a sync route sees them.
-pub struct UpstreamMetrics {
+/// A target's answers, timed and counted by outcome: as a sync route relays them
+/// ([`TargetMetrics::upstream`]) or as the delivery workers send ([`TargetMetrics::delivery`]).
+pub struct TargetMetrics {
     route: String,
     target: String,
+    duration_name: &'static str,
+    outcome_name: &'static str,
     duration: OnceLock<metrics::Histogram>,
     by_outcome: std::sync::Mutex<Vec<(&'static str, metrics::Counter)>>,
 }
 
-impl UpstreamMetrics {
-    pub fn new(route: &str, target: &str) -> Self {
-        UpstreamMetrics {
+impl TargetMetrics {
+    fn new(
+        route: &str,
+        target: &str,
+        duration_name: &'static str,
+        outcome_name: &'static str,
+    ) -> Self {
+        TargetMetrics {
             route: route.to_owned(),
             target: target.to_owned(),
+            duration_name,
+            outcome_name,
             duration: OnceLock::new(),
             by_outcome: Default::default(),
         }
     }
 
-    /// `outcome` is `1xx`..`5xx`, `error` or `timeout`.
+    /// `hookgate_upstream_duration_seconds` and `hookgate_upstream_responses_total`.
+    pub fn upstream(route: &str, target: &str) -> Self {
+        Self::new(route, target, UPSTREAM_DURATION, UPSTREAM_RESPONSES)
+    }
+
+    /// `hookgate_delivery_duration_seconds` and `hookgate_deliveries_total`.
+    pub fn delivery(route: &str, target: &str) -> Self {
+        Self::new(route, target, DELIVERY_DURATION, DELIVERIES)
+    }
+
+    /// One answer (or failure) after `seconds`, by its outcome label.
     pub fn answer(&self, outcome: &'static str, seconds: f64) {
         self.duration
             .get_or_init(|| {
-                metrics::histogram!(UPSTREAM_DURATION, "route" => self.route.clone(), "target" => self.target.clone())
+                metrics::histogram!(self.duration_name, "route" => self.route.clone(), "target" => self.target.clone())
             })
             .record(seconds);
         cached(&self.by_outcome, outcome, || {
-            metrics::counter!(UPSTREAM_RESPONSES, "route" => self.route.clone(), "target" => self.target.clone(), "outcome" => outcome)
+            metrics::counter!(self.outcome_name, "route" => self.route.clone(), "target" => self.target.clone(), "outcome" => outcome)
         })
         .increment(1);
     }
@@ -225,7 +267,9 @@ mod tests {
         r.request(200, 0.001);
         r.request(200, 0.002);
         r.request(401, 0.001);
-        let u = UpstreamMetrics::new("metrics-cache-test", "t");
+        r.event("stored");
+        r.secret_matched(1);
+        let u = TargetMetrics::upstream("metrics-cache-test", "t");
         u.answer(status_class(204), 0.001);
         u.answer("timeout", 1.0);
         let text = handle.render();
@@ -240,5 +284,16 @@ mod tests {
         assert!(line("hookgate_request_duration_seconds_count").ends_with(" 3"));
         assert!(line("outcome=\"2xx\"").ends_with(" 1"));
         assert!(line("outcome=\"timeout\"").ends_with(" 1"));
+        assert!(line("hookgate_events_total").ends_with(" 1"));
+        assert!(line("index=\"1\"").ends_with(" 1"));
+        let d = TargetMetrics::delivery("metrics-cache-test", "t");
+        d.answer("delivered", 0.01);
+        let text = handle.render();
+        assert!(text
+            .lines()
+            .any(|l| l.starts_with("hookgate_deliveries_total")
+                && l.contains("metrics-cache-test")
+                && l.contains("outcome=\"delivered\"")
+                && l.ends_with(" 1")));
     }
 }

@@ -44,6 +44,7 @@ pub struct TargetWorker {
     paused: std::sync::atomic::AtomicBool,
     /// The last failed attempt's error, cleared by a success.
     last_error: Mutex<Option<String>>,
+    metrics: m::TargetMetrics,
 }
 
 impl TargetWorker {
@@ -63,6 +64,7 @@ impl TargetWorker {
             target.retry.initial.max(Duration::from_millis(100)),
             target.retry.max_delay.min(Duration::from_secs(300)),
         );
+        let metrics = m::TargetMetrics::delivery(&route.name, &target.name);
         TargetWorker {
             sign_key: target.sign_key.clone(),
             slots: Arc::new(Semaphore::new(target.concurrency.max(1))),
@@ -80,6 +82,7 @@ impl TargetWorker {
             jq,
             paused: Default::default(),
             last_error: Mutex::new(None),
+            metrics,
         }
     }
 
@@ -475,9 +478,7 @@ impl TargetWorker {
             Completion::Retry { .. } => "retry",
             Completion::Dead { .. } => "dead",
         };
-        metrics::counter!(m::DELIVERIES, "route" => self.route.name.clone(), "target" => self.target.name.clone(), "outcome" => label)
-            .increment(1);
-        metrics::histogram!(m::DELIVERY_DURATION, &self.labels()).record(elapsed.as_secs_f64());
+        self.metrics.answer(label, elapsed.as_secs_f64());
         tracing::info!(
             target: "hookgate::delivery",
             route = %self.route.name,
