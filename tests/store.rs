@@ -391,6 +391,44 @@ async fn embedded_store_conforms() {
     conformance(embedded(dir.path())).await;
 }
 
+/// A store file written by an earlier version (without `duplicate_of` and `replays`) opens,
+/// gets the columns, and works: pending work is kept and replays are counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_store_upgrades_an_older_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = embedded(dir.path());
+    let s = open().await;
+    s.enqueue(event("old", &["a"], None)).await.unwrap();
+    drop(s);
+    {
+        // What an earlier version left behind: the same tables, without the newer columns.
+        let c = rusqlite::Connection::open(dir.path().join("hookgate.db")).unwrap();
+        c.execute_batch(
+            "ALTER TABLE deliveries DROP COLUMN replays; ALTER TABLE events DROP COLUMN duplicate_of;",
+        )
+        .unwrap();
+    }
+    let s = open().await;
+    let c = s.claim("r", "a", 10, HOUR).await.unwrap();
+    assert_eq!(c.len(), 1);
+    assert_eq!((c[0].event.id.as_str(), c[0].replays), ("old", 0));
+    assert_eq!(s.replay_event("old", None).await.unwrap(), 1);
+    s.complete(c[0].lease(), attempt(), Completion::Delivered)
+        .await
+        .unwrap();
+    let again = s.claim("r", "a", 10, HOUR).await.unwrap();
+    assert_eq!(again.len(), 1, "the replay survives the attempt in flight");
+    assert_eq!(again[0].replays, 1);
+    assert_eq!(
+        s.enqueue(event("new", &["a"], Some("k"))).await.unwrap(),
+        Enqueued::Stored { id: "new".into() }
+    );
+    assert_eq!(
+        s.enqueue(event("dup", &["a"], Some("k"))).await.unwrap(),
+        Enqueued::Duplicate { id: "new".into() }
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_store_refuses_a_second_process() {
     let dir = tempfile::tempdir().unwrap();

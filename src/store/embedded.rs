@@ -187,33 +187,13 @@ impl EmbeddedStore {
         let db_path = dir.join("hookgate.db");
         let writer = open_conn(&db_path).map_err(unavailable)?;
         writer.execute_batch(SCHEMA).map_err(unavailable)?;
-        // Stores created before `duplicate_of` existed get the column now.
-        let has_dup: bool = writer
-            .query_row(
-                "SELECT EXISTS (SELECT 1 FROM pragma_table_info('events') WHERE name = 'duplicate_of')",
-                [],
-                |r| r.get(0),
-            )
-            .map_err(unavailable)?;
-        if !has_dup {
-            writer
-                .execute_batch("ALTER TABLE events ADD COLUMN duplicate_of TEXT")
-                .map_err(unavailable)?;
-        }
-        // ... and `replays` (a replay during an attempt must not be undone by its outcome).
-        let has_replays: bool = writer
-            .query_row(
-                "SELECT EXISTS (SELECT 1 FROM pragma_table_info('deliveries') WHERE name = 'replays')",
-                [],
-                |r| r.get(0),
-            )
-            .map_err(unavailable)?;
-        if !has_replays {
-            writer
-                .execute_batch(
-                    "ALTER TABLE deliveries ADD COLUMN replays INTEGER NOT NULL DEFAULT 0",
-                )
-                .map_err(unavailable)?;
+        // Stores made by earlier versions get the columns added since: `duplicate_of`, and
+        // `replays` (a replay during an attempt must not be undone by its outcome).
+        for (table, column, ddl) in [
+            ("events", "duplicate_of", "TEXT"),
+            ("deliveries", "replays", "INTEGER NOT NULL DEFAULT 0"),
+        ] {
+            add_missing_column(&writer, table, column, ddl).map_err(unavailable)?;
         }
         // Leases of a previous process mean nothing now: make those deliveries due again.
         writer
@@ -634,6 +614,24 @@ fn claim_read(
         c.held.insert(r.delivery_id, until);
     }
     Ok(rows)
+}
+
+/// Adds `column` to `table` unless it is there already (the schema's own migrations).
+fn add_missing_column(
+    conn: &Connection,
+    table: &str,
+    column: &str,
+    ddl: &str,
+) -> rusqlite::Result<()> {
+    let has: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2)",
+        [table, column],
+        |r| r.get(0),
+    )?;
+    if !has {
+        conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {ddl}"))?;
+    }
+    Ok(())
 }
 
 fn complete_tx(
