@@ -320,6 +320,18 @@ async fn pipeline(
         }
     }
 
+    // Where the request came from, for `X-Forwarded-*` (the host as routing saw it).
+    let peer_trusted = server
+        .trusted_proxies
+        .iter()
+        .any(|n| n.contains(&conn.peer.ip()));
+    let fwd = Forwarded::from_request(
+        verified.parts(),
+        host,
+        conn.peer.ip(),
+        peer_trusted,
+        conn.tls,
+    );
     let store = ing.store.as_ref();
     let engine = &ing.engine;
     match route.cfg.mode {
@@ -350,21 +362,10 @@ async fn pipeline(
                     transformed = d.body;
                 }
             }
-            forward_sync(route, transformed, verified, conn, &server.trusted_proxies).await
+            forward_sync(route, transformed, verified, fwd).await
         }
         Mode::Async => match store {
-            Some(store) => {
-                enqueue(
-                    store,
-                    engine,
-                    &ing.jq,
-                    route,
-                    &verified,
-                    conn,
-                    &server.trusted_proxies,
-                )
-                .await
-            }
+            Some(store) => enqueue(store, engine, &ing.jq, route, &verified, fwd).await,
             None => Err(IngressError::StoreUnavailable(
                 crate::store::StoreError::Unavailable("no store is open".into()),
             )),
@@ -404,8 +405,7 @@ async fn enqueue(
     jq: &JqPool,
     route: &RouteRuntime,
     verified: &crate::verify::Verified,
-    conn: ConnInfo,
-    trusted: &[ipnet::IpNet],
+    fwd: Forwarded,
 ) -> Result<HttpResponse, IngressError> {
     let parts = verified.parts();
     let (mut targets, mut filtered) = (Vec::new(), Vec::new());
@@ -428,8 +428,6 @@ async fn enqueue(
             filtered.push(t.name.clone());
         }
     }
-    let peer_trusted = trusted.iter().any(|n| n.contains(&conn.peer.ip()));
-    let fwd = Forwarded::from_request(parts, conn.peer.ip(), peer_trusted, conn.tls);
     let headers = parts
         .headers
         .iter()
@@ -489,14 +487,11 @@ async fn forward_sync(
     route: &RouteRuntime,
     transformed: Option<Result<bytes::Bytes, String>>,
     verified: crate::verify::Verified,
-    conn: ConnInfo,
-    trusted: &[ipnet::IpNet],
+    fwd: Forwarded,
 ) -> Result<HttpResponse, IngressError> {
     let (Some(target), Some(client)) = (route.cfg.targets.first(), route.clients.first()) else {
         return Err(IngressError::NotFound);
     };
-    let peer_trusted = trusted.iter().any(|n| n.contains(&conn.peer.ip()));
-    let fwd = Forwarded::from_request(verified.parts(), conn.peer.ip(), peer_trusted, conn.tls);
     let (
         http::request::Parts {
             method,

@@ -88,9 +88,11 @@ pub struct Forwarded {
 
 impl Forwarded {
     /// The peer is appended to the incoming `X-Forwarded-For` chain only when the peer is a
-    /// trusted proxy; otherwise the chain starts at the peer.
+    /// trusted proxy; otherwise the chain starts at the peer. `host` is the request's host as
+    /// routing saw it ([`crate::ingress::router::request_host`]).
     pub fn from_request(
         parts: &http::request::Parts,
+        host: Option<String>,
         peer: std::net::IpAddr,
         peer_trusted: bool,
         tls: bool,
@@ -111,7 +113,7 @@ impl Forwarded {
         Forwarded {
             for_chain,
             proto: if tls { "https" } else { "http" },
-            host: crate::ingress::router::request_host(&parts.uri, &parts.headers),
+            host,
         }
     }
 }
