@@ -38,6 +38,8 @@ pub struct RouteRuntime {
     pub metrics: m::RouteMetrics,
     /// One per target, for a sync route's relay.
     pub upstream_metrics: Vec<m::TargetMetrics>,
+    /// One per target: its filter and transform runs.
+    pub jq_metrics: Vec<m::JqMetrics>,
 }
 
 impl router::Routable for RouteRuntime {
@@ -88,6 +90,11 @@ impl Runtime {
                     .targets
                     .iter()
                     .map(|t| m::TargetMetrics::upstream(&r.name, &t.name))
+                    .collect(),
+                jq_metrics: r
+                    .targets
+                    .iter()
+                    .map(|t| m::JqMetrics::new(&r.name, &t.name))
                     .collect(),
             });
         }
@@ -349,9 +356,9 @@ async fn pipeline(
                 }
             }
             let mut transformed = None;
-            if let Some(t) = route.cfg.targets.first() {
+            if let (Some(t), Some(c)) = (route.cfg.targets.first(), route.jq_metrics.first()) {
                 let plan = crate::rules::transform::plan(t, true, true);
-                let d = decide(&ing.jq, &route.cfg.name, &verified, vec![(&t.name, plan)]).await;
+                let d = decide(&ing.jq, &route.cfg.name, &verified, vec![(c, plan)]).await;
                 if let Some(d) = d.into_iter().next() {
                     if !d.admitted {
                         return Ok(error::json(
@@ -410,15 +417,10 @@ async fn enqueue(
     let parts = verified.parts();
     let (mut targets, mut filtered) = (Vec::new(), Vec::new());
     let plans = route
-        .cfg
-        .targets
+        .jq_metrics
         .iter()
-        .map(|t| {
-            (
-                t.name.as_str(),
-                crate::rules::transform::plan(t, true, false),
-            )
-        })
+        .zip(&route.cfg.targets)
+        .map(|(c, t)| (c, crate::rules::transform::plan(t, true, false)))
         .collect();
     let decisions = decide(jq, &route.cfg.name, verified, plans).await;
     for (t, d) in route.cfg.targets.iter().zip(decisions) {
@@ -570,7 +572,7 @@ async fn decide(
     jq: &JqPool,
     route: &str,
     v: &crate::verify::Verified,
-    plans: Vec<(&str, crate::rules::transform::Plan)>,
+    plans: Vec<(&m::JqMetrics, crate::rules::transform::Plan)>,
 ) -> Vec<crate::rules::transform::Decision> {
     if plans.iter().all(|(_, p)| p.is_empty()) {
         return crate::rules::transform::admit_all(plans.len());
@@ -583,5 +585,5 @@ async fn decide(
         route,
         plans.iter().any(|(_, p)| p.names("$headers")),
     );
-    crate::rules::transform::decide(jq, input, route, plans).await
+    crate::rules::transform::decide(jq, input, plans).await
 }

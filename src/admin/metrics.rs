@@ -228,6 +228,31 @@ impl TargetMetrics {
     }
 }
 
+/// One target's jq runs (`hookgate_jq_runs_total`), by kind and result.
+pub struct JqMetrics {
+    pub route: String,
+    pub target: String,
+    runs: std::sync::Mutex<Vec<((&'static str, &'static str), metrics::Counter)>>,
+}
+
+impl JqMetrics {
+    pub fn new(route: &str, target: &str) -> Self {
+        JqMetrics {
+            route: route.to_owned(),
+            target: target.to_owned(),
+            runs: Default::default(),
+        }
+    }
+
+    /// `kind`: `filter` or `transform`; `result`: `match`, `no_match`, `ok`, `error`, …
+    pub fn run(&self, kind: &'static str, result: &'static str) {
+        cached(&self.runs, (kind, result), || {
+            metrics::counter!(JQ_RUNS, "route" => self.route.clone(), "target" => self.target.clone(), "kind" => kind, "result" => result)
+        })
+        .increment(1);
+    }
+}
+
 /// The handle for `key`, made by `make` the first time. The lists stay tiny (statuses a
 /// route has answered), so a scan beats hashing.
 fn cached<K: PartialEq + Copy>(
@@ -288,6 +313,10 @@ mod tests {
         assert!(line("index=\"1\"").ends_with(" 1"));
         let d = TargetMetrics::delivery("metrics-cache-test", "t");
         d.answer("delivered", 0.01);
+        let j = JqMetrics::new("metrics-cache-test", "t");
+        j.run("filter", "match");
+        j.run("filter", "match");
+        j.run("transform", "error");
         let text = handle.render();
         assert!(text
             .lines()
@@ -295,5 +324,17 @@ mod tests {
                 && l.contains("metrics-cache-test")
                 && l.contains("outcome=\"delivered\"")
                 && l.ends_with(" 1")));
+        let jq = |kind: &str, result: &str| {
+            text.lines()
+                .find(|l| {
+                    l.starts_with("hookgate_jq_runs_total")
+                        && l.contains("metrics-cache-test")
+                        && l.contains(&format!("kind=\"{kind}\""))
+                        && l.contains(&format!("result=\"{result}\""))
+                })
+                .map(|l| l.rsplit(' ').next().unwrap_or_default().to_owned())
+        };
+        assert_eq!(jq("filter", "match").as_deref(), Some("2"));
+        assert_eq!(jq("transform", "error").as_deref(), Some("1"));
     }
 }

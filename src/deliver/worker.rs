@@ -45,6 +45,7 @@ pub struct TargetWorker {
     /// The last failed attempt's error, cleared by a success.
     last_error: Mutex<Option<String>>,
     metrics: m::TargetMetrics,
+    jq_metrics: m::JqMetrics,
 }
 
 impl TargetWorker {
@@ -65,6 +66,7 @@ impl TargetWorker {
             target.retry.max_delay.min(Duration::from_secs(300)),
         );
         let metrics = m::TargetMetrics::delivery(&route.name, &target.name);
+        let jq_metrics = m::JqMetrics::new(&route.name, &target.name);
         TargetWorker {
             sign_key: target.sign_key.clone(),
             slots: Arc::new(Semaphore::new(target.concurrency.max(1))),
@@ -83,6 +85,7 @@ impl TargetWorker {
             paused: Default::default(),
             last_error: Mutex::new(None),
             metrics,
+            jq_metrics,
         }
     }
 
@@ -260,13 +263,8 @@ impl TargetWorker {
             &self.route.name,
             plan.names("$headers"),
         );
-        let d = crate::rules::transform::decide(
-            &self.jq,
-            input,
-            &self.route.name,
-            vec![(&self.target.name, plan)],
-        )
-        .await;
+        let d =
+            crate::rules::transform::decide(&self.jq, input, vec![(&self.jq_metrics, plan)]).await;
         match d.into_iter().next().and_then(|d| d.body) {
             Some(r) => r.map(Some),
             None => Err("transform gave no answer".into()),

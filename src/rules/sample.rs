@@ -90,7 +90,8 @@ pub async fn run(
     for t in &route.targets {
         let _ = writeln!(out);
         let plan = transform::plan(t, true, true);
-        let d = transform::decide(jq, input.clone(), &route.name, vec![(&t.name, plan)])
+        let counter = crate::admin::metrics::JqMetrics::new(&route.name, &t.name);
+        let d = transform::decide(jq, input.clone(), vec![(&counter, plan)])
             .await
             .into_iter()
             .next()

@@ -7,11 +7,6 @@ use crate::admin::metrics as m;
 use crate::config::Target;
 use bytes::Bytes;
 
-fn count(route: &str, target: &str, kind: &'static str, result: &'static str) {
-    metrics::counter!(m::JQ_RUNS, "route" => route.to_owned(), "target" => target.to_owned(), "kind" => kind, "result" => result)
-        .increment(1);
-}
-
 fn label(e: &RunError) -> &'static str {
     match e {
         RunError::Timeout(_) => "timeout",
@@ -49,47 +44,34 @@ pub fn admit_all(n: usize) -> Vec<Decision> {
     ]
 }
 
-/// Runs each target's plan on one event (one trip to the jq pool, the body parsed once).
-pub async fn decide(
-    jq: &JqPool,
-    input: Input,
-    route: &str,
-    plans: Vec<(&str, Plan)>,
-) -> Vec<Decision> {
+/// Runs each target's plan on one event (one trip to the jq pool, the body parsed once);
+/// each run is counted on its target's [`m::JqMetrics`].
+pub async fn decide(jq: &JqPool, input: Input, plans: Vec<(&m::JqMetrics, Plan)>) -> Vec<Decision> {
     if plans.iter().all(|(_, p)| p.is_empty()) {
         return admit_all(plans.len());
     }
-    let (names, plans): (Vec<&str>, Vec<Plan>) = plans.into_iter().unzip();
+    let (counters, plans): (Vec<&m::JqMetrics>, Vec<Plan>) = plans.into_iter().unzip();
     let verdicts = jq.run(input, plans).await;
-    names
+    counters
         .into_iter()
         .zip(verdicts)
-        .map(|(target, v)| record(route, target, v))
+        .map(|(c, v)| record(c, v))
         .collect()
 }
 
-fn record(route: &str, target: &str, v: Verdict) -> Decision {
+fn record(c: &m::JqMetrics, v: Verdict) -> Decision {
+    let (route, target) = (c.route.as_str(), c.target.as_str());
     let admitted = v.admitted();
     match &v.filter {
         None => {}
-        Some(Ok(yes)) => count(
-            route,
-            target,
-            "filter",
-            if *yes { "match" } else { "no_match" },
-        ),
+        Some(Ok(yes)) => c.run("filter", if *yes { "match" } else { "no_match" }),
         Some(Err(e)) => {
-            count(route, target, "filter", label(e));
+            c.run("filter", label(e));
             tracing::warn!(route, target, error = %e, "filter failed: the event is not for this target");
         }
     }
     let body = v.transform.map(|r| {
-        count(
-            route,
-            target,
-            "transform",
-            if r.is_ok() { "ok" } else { "error" },
-        );
+        c.run("transform", if r.is_ok() { "ok" } else { "error" });
         r.map_err(|e| e.to_string())
     });
     Decision { admitted, body }
