@@ -166,12 +166,12 @@ impl Ingress {
             .then(|| (req.method().clone(), req.uri().path().to_owned()));
         let mut route_idx = None;
         let mut client = conn.peer.ip();
-        let resp = match pipeline(&rt, self, req, conn, &mut route_idx, &mut client).await {
+        let result = pipeline(&rt, self, req, conn, &mut route_idx, &mut client).await;
+        let matched = route_idx.and_then(|i| rt.routes.get(i));
+        let route = matched.map_or(m::NO_ROUTE, |r| r.cfg.name.as_str());
+        let resp = match result {
             Ok(r) => r,
             Err(e) => {
-                let route = route_idx
-                    .and_then(|i| rt.routes.get(i))
-                    .map_or(m::NO_ROUTE, |r| r.cfg.name.as_str());
                 match &e {
                     IngressError::Upstream(u) => {
                         tracing::warn!(route = %route, error = %u, "target failed")
@@ -186,19 +186,15 @@ impl Ingress {
         };
         let status = resp.status().as_u16();
         let elapsed = start.elapsed();
-        let route = match route_idx.and_then(|i| rt.routes.get(i)) {
-            Some(r) => {
-                r.metrics.request(status, elapsed.as_secs_f64());
-                r.cfg.name.as_str()
-            }
+        match matched {
+            Some(r) => r.metrics.request(status, elapsed.as_secs_f64()),
             None => {
                 metrics::counter!(m::REQUESTS, "route" => m::NO_ROUTE, "status" => status.to_string())
                     .increment(1);
                 metrics::histogram!(m::REQUEST_DURATION, "route" => m::NO_ROUTE)
                     .record(elapsed.as_secs_f64());
-                m::NO_ROUTE
             }
-        };
+        }
         if let Some((method, path)) = access {
             tracing::info!(
                 target: "hookgate::access",
