@@ -10,7 +10,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion};
-use hookgate::rules::pool::{Input, JqPool, Plan};
+use hookgate::rules::pool::{Input, JqPool, Plan, Plans};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,13 +39,23 @@ fn bench(c: &mut Criterion) {
             ("content-type", b"application/json"),
             ("x-github-event", b"push"),
         ];
-        let run = |plan: Plan| {
-            let input = Input::new(body.clone(), headers.iter().copied(), None, "gh", true);
-            rt.block_on(pool.run(input, vec![plan]))
+        let route: Arc<str> = Arc::from("gh");
+        let run = |plans: &Plans| {
+            let input = Input::new(
+                body.clone(),
+                headers.iter().copied(),
+                None,
+                route.clone(),
+                true,
+            );
+            rt.block_on(pool.run(input, plans))
         };
-        let only = |f: Option<&Arc<str>>, t: Option<&Arc<str>>| Plan {
-            filter: f.cloned(),
-            transform: t.cloned(),
+        let only = |f: Option<&Arc<str>>, t: Option<&Arc<str>>| -> Plans {
+            vec![Plan {
+                filter: f.cloned(),
+                transform: t.cloned(),
+            }]
+            .into()
         };
         c.bench_function(&format!("jq/parse/push-{size}"), |b| {
             b.iter(|| hookgate::rules::pool::body_value(None, &body))
@@ -61,13 +71,16 @@ fn bench(c: &mut Criterion) {
             b.iter(|| serde_json::from_slice::<serde_json::Value>(&body).map(|_| ()))
         });
         c.bench_function(&format!("jq/filter/push-{size}"), |b| {
-            b.iter(|| run(only(Some(&filter), None)))
+            let plans = only(Some(&filter), None);
+            b.iter(|| run(&plans))
         });
         c.bench_function(&format!("jq/transform/push-{size}"), |b| {
-            b.iter(|| run(only(None, Some(&transform))))
+            let plans = only(None, Some(&transform));
+            b.iter(|| run(&plans))
         });
         c.bench_function(&format!("jq/filter+transform/push-{size}"), |b| {
-            b.iter(|| run(only(Some(&filter), Some(&transform))))
+            let plans = only(Some(&filter), Some(&transform));
+            b.iter(|| run(&plans))
         });
     }
     c.bench_function("jq/compile/transform", |b| {

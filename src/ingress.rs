@@ -40,6 +40,12 @@ pub struct RouteRuntime {
     pub upstream_metrics: Vec<m::TargetMetrics>,
     /// One per target: its filter and transform runs.
     pub jq_metrics: Vec<m::JqMetrics>,
+    /// What a sync route runs on each event: its target's filter and transform.
+    pub sync_plans: crate::rules::transform::Plans,
+    /// What an async route runs at ingress: every target's filter.
+    pub ingress_plans: crate::rules::transform::Plans,
+    /// The route's name, as the `$route` of its programs.
+    pub name: Arc<str>,
 }
 
 impl router::Routable for RouteRuntime {
@@ -96,6 +102,20 @@ impl Runtime {
                     .iter()
                     .map(|t| m::JqMetrics::new(&r.name, &t.name))
                     .collect(),
+                sync_plans: r
+                    .targets
+                    .iter()
+                    .take(1)
+                    .map(|t| crate::rules::transform::plan(t, true, true))
+                    .collect::<Vec<_>>()
+                    .into(),
+                ingress_plans: r
+                    .targets
+                    .iter()
+                    .map(|t| crate::rules::transform::plan(t, true, false))
+                    .collect::<Vec<_>>()
+                    .into(),
+                name: Arc::from(r.name.as_str()),
             });
         }
         Ok(Runtime {
@@ -352,9 +372,8 @@ async fn pipeline(
                 }
             }
             let mut transformed = None;
-            if let (Some(t), Some(c)) = (route.cfg.targets.first(), route.jq_metrics.first()) {
-                let plan = crate::rules::transform::plan(t, true, true);
-                let d = decide(&ing.jq, &route.cfg.name, &verified, vec![(c, plan)]).await;
+            if !route.sync_plans.runs_nothing() {
+                let d = decide(&ing.jq, route, &route.sync_plans, &verified).await;
                 if let Some(d) = d.into_iter().next() {
                     if !d.admitted {
                         return Ok(error::json(
@@ -412,13 +431,7 @@ async fn enqueue(
 ) -> Result<HttpResponse, IngressError> {
     let parts = verified.parts();
     let (mut targets, mut filtered) = (Vec::new(), Vec::new());
-    let plans = route
-        .jq_metrics
-        .iter()
-        .zip(&route.cfg.targets)
-        .map(|(c, t)| (c, crate::rules::transform::plan(t, true, false)))
-        .collect();
-    let decisions = decide(jq, &route.cfg.name, verified, plans).await;
+    let decisions = decide(jq, route, &route.ingress_plans, verified).await;
     for (t, d) in route.cfg.targets.iter().zip(decisions) {
         if d.admitted {
             targets.push(t.name.clone());
@@ -566,20 +579,20 @@ fn handshake_response(a: crate::verify::handshake::Answer) -> HttpResponse {
 /// Runs the targets' plans on a verified request: one trip to the jq pool.
 async fn decide(
     jq: &JqPool,
-    route: &str,
+    route: &RouteRuntime,
+    plans: &crate::rules::transform::Plans,
     v: &crate::verify::Verified,
-    plans: Vec<(&m::JqMetrics, crate::rules::transform::Plan)>,
 ) -> Vec<crate::rules::transform::Decision> {
-    if plans.iter().all(|(_, p)| p.is_empty()) {
-        return crate::rules::transform::admit_all(plans.len());
+    if plans.runs_nothing() {
+        return crate::rules::transform::admit_all(plans.count());
     }
     let p = v.parts();
     let input = crate::rules::transform::Input::new(
         v.body().clone(),
         p.headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())),
         p.uri.query(),
-        route,
-        plans.iter().any(|(_, p)| p.names("$headers")),
+        route.name.clone(),
+        plans.reads_headers(),
     );
-    crate::rules::transform::decide(jq, input, plans).await
+    crate::rules::transform::decide(jq, input, plans, &route.jq_metrics).await
 }

@@ -46,6 +46,10 @@ pub struct TargetWorker {
     last_error: Mutex<Option<String>>,
     metrics: m::TargetMetrics,
     jq_metrics: m::JqMetrics,
+    /// The target's transform, as one plan for the jq pool (built once).
+    transform: crate::rules::transform::Plans,
+    /// The route's name, as the `$route` of its programs.
+    route_name: Arc<str>,
 }
 
 impl TargetWorker {
@@ -68,6 +72,8 @@ impl TargetWorker {
         let metrics = m::TargetMetrics::delivery(&route.name, &target.name);
         let jq_metrics = m::JqMetrics::new(&route.name, &target.name);
         TargetWorker {
+            transform: vec![crate::rules::transform::plan(&target, false, true)].into(),
+            route_name: Arc::from(route.name.as_str()),
             sign_key: target.sign_key.clone(),
             slots: Arc::new(Semaphore::new(target.concurrency.max(1))),
             // As many outcomes on their way to the store as attempts in flight: after a crash,
@@ -248,23 +254,19 @@ impl TargetWorker {
 
     /// The body for this target: the original bytes, or the transform's single JSON output.
     async fn body(&self, c: &Claimed) -> Result<Option<bytes::Bytes>, String> {
-        let Some(program) = &self.target.transform else {
+        if self.transform.runs_nothing() {
             return Ok(None);
-        };
+        }
         let ev = &c.event;
-        let plan = crate::rules::transform::Plan {
-            filter: None,
-            transform: Some(program.clone()),
-        };
         let input = crate::rules::transform::Input::new(
             ev.body.clone(),
             ev.headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())),
             ev.path_and_query.split_once('?').map(|(_, q)| q),
-            &self.route.name,
-            plan.names("$headers"),
+            self.route_name.clone(),
+            self.transform.reads_headers(),
         );
-        let d =
-            crate::rules::transform::decide(&self.jq, input, vec![(&self.jq_metrics, plan)]).await;
+        let counters = std::slice::from_ref(&self.jq_metrics);
+        let d = crate::rules::transform::decide(&self.jq, input, &self.transform, counters).await;
         match d.into_iter().next().and_then(|d| d.body) {
             Some(r) => r.map(Some),
             None => Err("transform gave no answer".into()),

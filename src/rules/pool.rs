@@ -52,7 +52,7 @@ impl Input {
         body: Bytes,
         headers: impl IntoIterator<Item = (&'a str, &'a [u8])>,
         query: Option<&str>,
-        route: &str,
+        route: Arc<str>,
         all_headers: bool,
     ) -> Self {
         let mut out: Vec<(String, String)> = Vec::new();
@@ -74,7 +74,7 @@ impl Input {
             body,
             headers: out,
             query: query.map(str::to_owned),
-            route: Arc::from(route),
+            route,
         }
     }
 
@@ -115,6 +115,47 @@ impl Plan {
     }
 }
 
+/// The plans of one trip to the pool, one per target in order, with what they need of a
+/// request worked out once. Built when the config loads and shared by every event: a trip
+/// clones one `Arc`, and the jq threads find their prepared programs by its address.
+#[derive(Debug, Clone)]
+pub struct Plans {
+    list: Arc<[Plan]>,
+    headers: bool,
+    nothing: bool,
+}
+
+impl From<Vec<Plan>> for Plans {
+    fn from(list: Vec<Plan>) -> Self {
+        Plans {
+            headers: list.iter().any(|p| p.names("$headers")),
+            nothing: list.iter().all(Plan::is_empty),
+            list: list.into(),
+        }
+    }
+}
+
+impl Plans {
+    /// How many plans (targets) there are.
+    pub fn count(&self) -> usize {
+        self.list.len()
+    }
+
+    /// No plan has a program: every target is admitted with its body untouched.
+    pub fn runs_nothing(&self) -> bool {
+        self.nothing
+    }
+
+    /// Some program reads `$headers`, so the input must carry every header.
+    pub fn reads_headers(&self) -> bool {
+        self.headers
+    }
+
+    fn address(&self) -> usize {
+        Arc::as_ptr(&self.list) as *const Plan as usize
+    }
+}
+
 impl Verdict {
     fn failed(plan: &Plan, e: RunError) -> Self {
         Verdict {
@@ -139,7 +180,7 @@ impl Verdict {
 
 struct Job {
     input: Input,
-    plans: Vec<Plan>,
+    plans: Plans,
     started: Instant,
     deadline: Duration,
     max_output: usize,
@@ -300,11 +341,32 @@ struct Program {
     keys: Option<Rc<Keys>>,
 }
 
+/// What one job's set of programs needs, worked out once per thread: each plan's compiled
+/// programs, what they read of the document together, and which variables they name.
+struct Prepared {
+    /// Held so that the address of its list stays a unique key (see [`prepared`]).
+    _plans: Plans,
+    plans: Vec<(Option<Compiled>, Option<Compiled>)>,
+    reads: Reads,
+    headers: bool,
+    query: bool,
+    route: bool,
+}
+
+/// A program ready to run, or why it is not (it changed under us after its check).
+type Compiled = Result<Rc<Filter>, RunError>;
+
+/// What some programs read of the document (`None`: maybe all of it).
+type Reads = Option<Rc<Keys>>;
+
 thread_local! {
     static PROGRAMS: RefCell<HashMap<Arc<str>, Program>> = RefCell::new(HashMap::new());
-    /// What a set of programs reads together, by their code.
-    static READS: RefCell<HashMap<Vec<Arc<str>>, Reads>> = RefCell::new(HashMap::new());
+    /// Prepared plans, by the address of their shared list.
+    static PREPARED: RefCell<HashMap<usize, Rc<Prepared>>> = RefCell::new(HashMap::new());
 }
+
+/// Entries a per-thread cache holds before it starts over (configs change rarely).
+const CACHED: usize = 512;
 
 fn program(code: &Arc<str>) -> Result<Program, RunError> {
     PROGRAMS.with(|cell| {
@@ -317,7 +379,7 @@ fn program(code: &Arc<str>) -> Result<Program, RunError> {
             filter: Rc::new(compile(code).map_err(|e| RunError::Jq(e.message))?),
             keys: super::project::keys(code).map(Rc::new),
         };
-        if cache.len() > 512 {
+        if cache.len() > CACHED {
             cache.clear();
         }
         cache.insert(code.clone(), p.clone());
@@ -325,49 +387,64 @@ fn program(code: &Arc<str>) -> Result<Program, RunError> {
     })
 }
 
-/// What some programs read of the document (`None`: maybe all of it).
-type Reads = Option<Rc<Keys>>;
-
-/// What all of `codes` read together.
-fn reads(codes: Vec<Arc<str>>) -> Reads {
-    READS.with(|cell| {
-        if let Some(k) = cell.borrow().get(&codes) {
-            return k.clone();
+/// The prepared form of `plans`, found by the address of their shared list: one word to
+/// hash instead of the programs' text. An address is a sound key because the entry holds
+/// the list, so no other allocation can take that address while the entry lives.
+fn prepared(plans: &Plans) -> Rc<Prepared> {
+    PREPARED.with(|cell| {
+        if let Some(p) = cell.borrow().get(&plans.address()) {
+            return p.clone();
         }
-        let mut all = Keys::default();
-        let mut known = true;
-        for code in &codes {
-            match program(code).ok().and_then(|p| p.keys) {
-                Some(k) => all.merge(&k),
-                None => known = false,
-            }
-        }
-        let k = known.then(|| Rc::new(all));
+        let p = Rc::new(prepare(plans));
         let mut cache = cell.borrow_mut();
-        if cache.len() > 512 {
+        if cache.len() > CACHED {
             cache.clear();
         }
-        cache.insert(codes, k.clone());
-        k
+        cache.insert(plans.address(), p.clone());
+        p
     })
+}
+
+fn prepare(plans: &Plans) -> Prepared {
+    let codes: Vec<&Arc<str>> = plans
+        .list
+        .iter()
+        .flat_map(|p| [&p.filter, &p.transform])
+        .flatten()
+        .collect();
+    let mut all = Keys::default();
+    let mut known = true;
+    for code in &codes {
+        match program(code).ok().and_then(|p| p.keys) {
+            Some(k) => all.merge(&k),
+            None => known = false,
+        }
+    }
+    let compiled = |c: &Option<Arc<str>>| c.as_ref().map(|c| program(c).map(|p| p.filter));
+    let names = |var: &str| codes.iter().any(|c| c.contains(var));
+    Prepared {
+        plans: plans
+            .list
+            .iter()
+            .map(|p| (compiled(&p.filter), compiled(&p.transform)))
+            .collect(),
+        reads: known.then(|| Rc::new(all)),
+        headers: names("$headers"),
+        query: names("$query"),
+        route: names("$route"),
+        _plans: plans.clone(),
+    }
 }
 
 /// `.` for a run: only the fields its programs read, when that is known and the body is a
 /// JSON object; else the whole body.
-fn input_value(job: &Job) -> Val {
-    let codes = job
-        .plans
-        .iter()
-        .flat_map(|p| [&p.filter, &p.transform])
-        .flatten()
-        .cloned()
-        .collect();
-    if let Some(keys) = reads(codes) {
-        if let Some(v) = super::project::parse(&job.input.body, &keys) {
+fn input_value(input: &Input, reads: &Reads) -> Val {
+    if let Some(keys) = reads {
+        if let Some(v) = super::project::parse(&input.body, keys) {
             return v;
         }
     }
-    body_value(job.input.content_type(), &job.input.body)
+    body_value(input.content_type(), &input.body)
 }
 
 /// `.`: the body as JSON, or a form post as an object of its fields (a repeated field keeps
@@ -399,15 +476,14 @@ fn truthy(v: &Val) -> bool {
 struct Vars([Val; 3]);
 
 impl Vars {
-    /// `$headers` and `$query` are built only when one of the programs names them.
-    fn of(input: &Input, plans: &[Plan]) -> Self {
-        let uses = |var: &str| plans.iter().any(|p| p.names(var));
-        let headers = if uses("$headers") {
+    /// Each variable is built only when one of the programs names it.
+    fn of(input: &Input, p: &Prepared) -> Self {
+        let headers = if p.headers {
             fields(input.headers.iter().cloned())
         } else {
             Val::Null
         };
-        let query = if uses("$query") {
+        let query = if p.query {
             fields(
                 form_urlencoded::parse(input.query.as_deref().unwrap_or("").as_bytes())
                     .into_owned(),
@@ -415,12 +491,17 @@ impl Vars {
         } else {
             Val::Null
         };
-        Vars([headers, Val::from(input.route.to_string()), query])
+        let route = if p.route {
+            Val::from(input.route.to_string())
+        } else {
+            Val::Null
+        };
+        Vars([headers, route, query])
     }
 }
 
-fn run_filter(job: &Job, code: &Arc<str>, body: &Val, vars: &Vars) -> Result<bool, RunError> {
-    let f = program(code)?.filter;
+fn run_filter(job: &Job, f: &Compiled, body: &Val, vars: &Vars) -> Result<bool, RunError> {
+    let f = f.as_ref().map_err(Clone::clone)?;
     let inputs = RcIter::new(core::iter::empty());
     let mut out = f.run((Ctx::new(vars.0.clone(), &inputs), body.clone()));
     let r = match out.next() {
@@ -435,27 +516,54 @@ fn run_filter(job: &Job, code: &Arc<str>, body: &Val, vars: &Vars) -> Result<boo
     r
 }
 
-/// A `Write` that refuses to grow past `cap`, so an oversized output fails early.
-struct Capped {
-    buf: Vec<u8>,
-    cap: usize,
-}
-
-impl Write for Capped {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        if self.buf.len() + b.len() > self.cap {
-            return Err(std::io::Error::other("output cap"));
+/// Writes `v` as compact JSON to `out`, as jq prints it (a float that is not finite as
+/// `null`, a big number as written), failing once `out` grows past `cap`. Strings go through
+/// serde_json's escaping, which copies runs of plain text at once; jaq's `Display` works
+/// through the formatter one piece at a time, at three times the cost on a typical output.
+fn write_json(v: &Val, out: &mut Vec<u8>, cap: usize) -> Result<(), ()> {
+    match v {
+        Val::Null => out.extend_from_slice(b"null"),
+        Val::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+        Val::Int(i) => {
+            let _ = write!(out, "{i}");
         }
-        self.buf.extend_from_slice(b);
-        Ok(b.len())
+        Val::Float(x) if x.is_finite() => {
+            let _ = write!(out, "{x:?}");
+        }
+        Val::Float(_) => out.extend_from_slice(b"null"),
+        Val::Num(n) => out.extend_from_slice(n.as_bytes()),
+        Val::Str(s) => serde_json::to_writer(&mut *out, s.as_str()).map_err(|_| ())?,
+        Val::Arr(a) => {
+            out.push(b'[');
+            for (i, x) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_json(x, out, cap)?;
+            }
+            out.push(b']');
+        }
+        Val::Obj(o) => {
+            out.push(b'{');
+            for (i, (k, x)) in o.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                serde_json::to_writer(&mut *out, k.as_str()).map_err(|_| ())?;
+                out.push(b':');
+                write_json(x, out, cap)?;
+            }
+            out.push(b'}');
+        }
     }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
+    if out.len() > cap {
+        return Err(());
     }
+    Ok(())
 }
 
-fn run_transform(job: &Job, code: &Arc<str>, body: &Val, vars: &Vars) -> Result<Bytes, RunError> {
-    let f = program(code)?.filter;
+fn run_transform(job: &Job, f: &Compiled, body: &Val, vars: &Vars) -> Result<Bytes, RunError> {
+    let f = f.as_ref().map_err(Clone::clone)?;
     let inputs = RcIter::new(core::iter::empty());
     let mut out = f.run((Ctx::new(vars.0.clone(), &inputs), body.clone()));
     let first = match out.next() {
@@ -465,11 +573,8 @@ fn run_transform(job: &Job, code: &Arc<str>, body: &Val, vars: &Vars) -> Result<
     if job.started.elapsed() > job.deadline {
         return Err(RunError::Timeout(job.deadline));
     }
-    let mut w = Capped {
-        buf: Vec::with_capacity(256),
-        cap: job.max_output,
-    };
-    write!(w, "{first}").map_err(|_| RunError::TooLarge(job.max_output))?;
+    let mut buf = Vec::with_capacity(256);
+    write_json(&first, &mut buf, job.max_output).map_err(|_| RunError::TooLarge(job.max_output))?;
     drop(first);
     // A second output, or an error after the first, fails the transform; counting the rest
     // could run forever, so stop at two.
@@ -481,27 +586,26 @@ fn run_transform(job: &Job, code: &Arc<str>, body: &Val, vars: &Vars) -> Result<
     if job.started.elapsed() > job.deadline {
         return Err(RunError::Timeout(job.deadline));
     }
-    Ok(Bytes::from(w.buf))
+    Ok(Bytes::from(buf))
 }
 
 fn run(job: &Job) -> Vec<Verdict> {
-    let body = input_value(job);
-    let vars = Vars::of(&job.input, &job.plans);
+    let prep = prepared(&job.plans);
+    let body = input_value(&job.input, &prep.reads);
+    let vars = Vars::of(&job.input, &prep);
     job.plans
+        .list
         .iter()
-        .map(|plan| {
+        .zip(&prep.plans)
+        .map(|(plan, (filter, transform))| {
             if job.started.elapsed() > job.deadline {
                 return Verdict::failed(plan, RunError::Timeout(job.deadline));
             }
-            let filter = plan
-                .filter
-                .as_ref()
-                .map(|code| run_filter(job, code, &body, &vars));
+            let filter = filter.as_ref().map(|f| run_filter(job, f, &body, &vars));
             let admitted = matches!(filter, None | Some(Ok(true)));
-            let transform = plan
-                .transform
+            let transform = transform
                 .as_ref()
-                .and_then(|code| admitted.then(|| run_transform(job, code, &body, &vars)));
+                .and_then(|t| admitted.then(|| run_transform(job, t, &body, &vars)));
             Verdict { filter, transform }
         })
         .collect()
@@ -538,7 +642,7 @@ impl JqPool {
                     batch_policy();
                     while let Some(job) = queue.pop() {
                         let verdicts = if job.started.elapsed() > job.deadline {
-                            Verdict::all_failed(&job.plans, &RunError::Timeout(job.deadline))
+                            Verdict::all_failed(&job.plans.list, &RunError::Timeout(job.deadline))
                         } else {
                             run(&job)
                         };
@@ -560,24 +664,23 @@ impl JqPool {
 
     /// Runs every plan on `input` with `$headers`, `$route`, `$query`, within the deadline;
     /// one verdict per plan, in order.
-    pub async fn run(&self, input: Input, plans: Vec<Plan>) -> Vec<Verdict> {
+    pub async fn run(&self, input: Input, plans: &Plans) -> Vec<Verdict> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let keep = plans.clone();
         let job = Job {
             input,
-            plans,
+            plans: plans.clone(),
             started: Instant::now(),
             deadline: self.deadline,
             max_output: self.max_output,
             reply: tx,
         };
         if !self.queue.0.push(job) {
-            return Verdict::all_failed(&keep, &RunError::Busy);
+            return Verdict::all_failed(&plans.list, &RunError::Busy);
         }
         match tokio::time::timeout(self.deadline, rx).await {
             Ok(Ok(v)) => v,
-            Ok(Err(_)) => Verdict::all_failed(&keep, &RunError::Busy),
-            Err(_) => Verdict::all_failed(&keep, &RunError::Timeout(self.deadline)),
+            Ok(Err(_)) => Verdict::all_failed(&plans.list, &RunError::Busy),
+            Err(_) => Verdict::all_failed(&plans.list, &RunError::Timeout(self.deadline)),
         }
     }
 }
@@ -591,7 +694,7 @@ mod tests {
             Bytes::from(body.to_owned()),
             headers.iter().map(|(n, v)| (*n, v.as_bytes())),
             query,
-            "gh",
+            Arc::from("gh"),
             true,
         )
     }
@@ -611,7 +714,7 @@ mod tests {
     }
 
     async fn one(pool: &JqPool, i: Input, p: Plan) -> Verdict {
-        pool.run(i, vec![p]).await.remove(0)
+        pool.run(i, &vec![p].into()).await.remove(0)
     }
 
     #[tokio::test]
@@ -654,6 +757,65 @@ mod tests {
         assert_eq!(v.transform, Some(Err(RunError::TooLarge(10))));
     }
 
+    /// The bytes a transform sends are jq's own printing of its output: the same JSON text
+    /// as jaq's `Display`, escapes aside (serde_json writes `\b` and `\f` short).
+    #[test]
+    fn output_is_printed_as_jq_prints_it() {
+        let programs = [
+            r#"{a: 1, b: -2.5, c: 1e400, d: 123456789012345678901234567890, e: null}"#,
+            r#"{s: "quote \" back \\ tab \t nl \n cr \r nul \u0000 é ☃ 😀", t: true, f: false}"#,
+            r#"[[], {}, [1, [2, {"x y": [3]}]], "", 0, 1.0, 100000000000000000000]"#,
+            r#"{"k\"ey": {"\u0001": [nan, infinite, -infinite]}}"#,
+            ".",
+        ];
+        let body = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/github-push.json"
+        ))
+        .unwrap();
+        for code in programs {
+            let f = compile(code).unwrap();
+            let inputs = RcIter::new(core::iter::empty());
+            let vars = vec![Val::Null, Val::Null, Val::Null];
+            let input = body_value(None, &body);
+            for v in f.run((Ctx::new(vars, &inputs), input)) {
+                let v = v.unwrap();
+                let mut out = Vec::new();
+                write_json(&v, &mut out, usize::MAX).unwrap();
+                assert_eq!(String::from_utf8(out).unwrap(), v.to_string(), "{code}");
+            }
+        }
+        // The cap holds at every step, not only at the end.
+        let v = Val::from(serde_json::json!({"a": "x".repeat(100), "b": [1, 2, 3]}));
+        let mut out = Vec::new();
+        assert!(write_json(&v, &mut out, 50).is_err());
+        assert!(out.len() <= 120, "{}", out.len());
+        let mut out = Vec::new();
+        assert!(write_json(&v, &mut out, 200).is_ok());
+    }
+
+    /// A reloaded config brings new plans with the same code: each is prepared on its own,
+    /// and a plan's programs never answer for another's.
+    #[tokio::test]
+    async fn plans_are_prepared_per_list() {
+        let pool = JqPool::new(1, Duration::from_millis(500), 1 << 20);
+        let i = || input(r#"{"a": 1, "b": 2}"#, &[("X-Kind", "k")], None);
+        for _ in 0..3 {
+            let a: Plans = vec![transform(".a")].into();
+            let b: Plans = vec![transform(".b"), filter("$headers[\"x-kind\"] == \"k\"")].into();
+            assert_eq!(
+                pool.run(i(), &a).await[0].transform,
+                Some(Ok(Bytes::from("1")))
+            );
+            let v = pool.run(i(), &b).await;
+            assert_eq!(v[0].transform, Some(Ok(Bytes::from("2"))));
+            assert_eq!(v[1].filter, Some(Ok(true)));
+            assert!(b.reads_headers() && !a.reads_headers());
+            assert!(!a.runs_nothing());
+            assert!(Plans::from(vec![Plan::default()]).runs_nothing());
+        }
+    }
+
     #[tokio::test]
     async fn filters_and_plans() {
         let pool = JqPool::new(1, Duration::from_millis(500), 1 << 20);
@@ -673,7 +835,7 @@ mod tests {
                 transform: Some(Arc::from(".n")),
             },
         ];
-        let v = pool.run(i, plans).await;
+        let v = pool.run(i, &plans.into()).await;
         assert_eq!(v[0].filter, Some(Ok(true)));
         assert_eq!(v[1].filter, Some(Ok(false)));
         assert_eq!(v[2].filter, Some(Ok(true)));

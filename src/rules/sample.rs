@@ -53,7 +53,7 @@ pub async fn run(
         body.clone(),
         map.iter().map(|(n, v)| (n.as_str(), v.as_bytes())),
         None,
-        &route.name,
+        std::sync::Arc::from(route.name.as_str()),
         true,
     );
     let mode = match route.mode {
@@ -89,9 +89,9 @@ pub async fn run(
     };
     for t in &route.targets {
         let _ = writeln!(out);
-        let plan = transform::plan(t, true, true);
+        let plans = vec![transform::plan(t, true, true)].into();
         let counter = crate::admin::metrics::JqMetrics::new(&route.name, &t.name);
-        let d = transform::decide(jq, input.clone(), vec![(&counter, plan)])
+        let d = transform::decide(jq, input.clone(), &plans, std::slice::from_ref(&counter))
             .await
             .into_iter()
             .next()

@@ -1,7 +1,7 @@
 //! Running targets' `filter` and `transform` programs, with the outcome counted per route,
 //! target, kind and result, and failures logged with their reason.
 
-pub use super::pool::{Input, Plan};
+pub use super::pool::{Input, Plan, Plans};
 use super::pool::{JqPool, RunError, Verdict};
 use crate::admin::metrics as m;
 use crate::config::Target;
@@ -45,15 +45,19 @@ pub fn admit_all(n: usize) -> Vec<Decision> {
 }
 
 /// Runs each target's plan on one event (one trip to the jq pool, the body parsed once);
-/// each run is counted on its target's [`m::JqMetrics`].
-pub async fn decide(jq: &JqPool, input: Input, plans: Vec<(&m::JqMetrics, Plan)>) -> Vec<Decision> {
-    if plans.iter().all(|(_, p)| p.is_empty()) {
-        return admit_all(plans.len());
+/// each run is counted on its target's [`m::JqMetrics`], `counters[i]` for `plans`' `i`th.
+pub async fn decide(
+    jq: &JqPool,
+    input: Input,
+    plans: &Plans,
+    counters: &[m::JqMetrics],
+) -> Vec<Decision> {
+    if plans.runs_nothing() {
+        return admit_all(plans.count());
     }
-    let (counters, plans): (Vec<&m::JqMetrics>, Vec<Plan>) = plans.into_iter().unzip();
     let verdicts = jq.run(input, plans).await;
     counters
-        .into_iter()
+        .iter()
         .zip(verdicts)
         .map(|(c, v)| record(c, v))
         .collect()
