@@ -29,6 +29,8 @@ pub enum RunError {
     Timeout(Duration),
     #[error("jq output larger than {0} bytes")]
     TooLarge(usize),
+    #[error("jq output nested deeper than {0} levels")]
+    TooDeep(usize),
     #[error("transform produced {0} outputs, expected exactly one")]
     Outputs(usize),
     #[error("jq pool busy")]
@@ -506,7 +508,11 @@ fn run_filter(job: &Job, f: &Compiled, body: &Val, vars: &Vars) -> Result<bool, 
     let mut out = f.run((Ctx::new(vars.0.clone(), &inputs), body.clone()));
     let r = match out.next() {
         None => Ok(false),
-        Some(Ok(v)) => Ok(truthy(&v)),
+        Some(Ok(v)) => {
+            let yes = truthy(&v);
+            drop_deep(v);
+            Ok(yes)
+        }
         // An error before any output declines, as jq's `select` would.
         Some(Err(e)) => Err(RunError::Jq(e.to_string())),
     };
@@ -520,7 +526,10 @@ fn run_filter(job: &Job, f: &Compiled, body: &Val, vars: &Vars) -> Result<bool, 
 /// `null`, a big number as written), failing once `out` grows past `cap`. Strings go through
 /// serde_json's escaping, which copies runs of plain text at once; jaq's `Display` works
 /// through the formatter one piece at a time, at three times the cost on a typical output.
-fn write_json(v: &Val, out: &mut Vec<u8>, cap: usize) -> Result<(), ()> {
+fn write_json(v: &Val, out: &mut Vec<u8>, cap: usize, depth: usize) -> Result<(), RunError> {
+    if depth > MAX_OUTPUT_DEPTH {
+        return Err(RunError::TooDeep(MAX_OUTPUT_DEPTH));
+    }
     match v {
         Val::Null => out.extend_from_slice(b"null"),
         Val::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
@@ -532,14 +541,14 @@ fn write_json(v: &Val, out: &mut Vec<u8>, cap: usize) -> Result<(), ()> {
         }
         Val::Float(_) => out.extend_from_slice(b"null"),
         Val::Num(n) => out.extend_from_slice(n.as_bytes()),
-        Val::Str(s) => serde_json::to_writer(&mut *out, s.as_str()).map_err(|_| ())?,
+        Val::Str(s) => string(out, s)?,
         Val::Arr(a) => {
             out.push(b'[');
             for (i, x) in a.iter().enumerate() {
                 if i > 0 {
                     out.push(b',');
                 }
-                write_json(x, out, cap)?;
+                write_json(x, out, cap, depth + 1)?;
             }
             out.push(b']');
         }
@@ -549,18 +558,56 @@ fn write_json(v: &Val, out: &mut Vec<u8>, cap: usize) -> Result<(), ()> {
                 if i > 0 {
                     out.push(b',');
                 }
-                serde_json::to_writer(&mut *out, k.as_str()).map_err(|_| ())?;
+                string(out, k)?;
                 out.push(b':');
-                write_json(x, out, cap)?;
+                write_json(x, out, cap, depth + 1)?;
             }
             out.push(b'}');
         }
     }
     if out.len() > cap {
-        return Err(());
+        return Err(RunError::TooLarge(cap));
     }
     Ok(())
 }
+
+fn string(out: &mut Vec<u8>, s: &str) -> Result<(), RunError> {
+    serde_json::to_writer(&mut *out, s).map_err(|e| RunError::Jq(e.to_string()))
+}
+
+/// How deeply a program's output may nest. jq sets no limit, but a program can build values
+/// nested far deeper than a thread's stack allows to print or drop recursively
+/// (`reduce range(1e5) as $i (null; [.])`), and most JSON parsers refuse such a body anyway.
+const MAX_OUTPUT_DEPTH: usize = 1000;
+
+/// Drops `v` without recursion, so an output nested arbitrarily deep cannot overflow the
+/// stack of the jq thread (and abort the gateway) as it goes.
+fn drop_deep(v: Val) {
+    if !matches!(v, Val::Arr(_) | Val::Obj(_)) {
+        return;
+    }
+    let mut stack = vec![v];
+    while let Some(v) = stack.pop() {
+        match v {
+            Val::Arr(a) => {
+                if let Ok(items) = Rc::try_unwrap(a) {
+                    stack.extend(items);
+                }
+            }
+            Val::Obj(o) => {
+                if let Ok(map) = Rc::try_unwrap(o) {
+                    stack.extend(map.into_iter().map(|(_, v)| v));
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Stack for a jq thread: generous (reserved, not used, until a program nests deeply), so
+/// that jaq's own recursion over a deep value, such as dropping one inside a program,
+/// reaches far beyond what a program builds within its deadline.
+const JQ_STACK: usize = 256 << 20;
 
 fn run_transform(job: &Job, f: &Compiled, body: &Val, vars: &Vars) -> Result<Bytes, RunError> {
     let f = f.as_ref().map_err(Clone::clone)?;
@@ -570,17 +617,22 @@ fn run_transform(job: &Job, f: &Compiled, body: &Val, vars: &Vars) -> Result<Byt
         None => return Err(RunError::Outputs(0)),
         Some(v) => v.map_err(|e| RunError::Jq(e.to_string()))?,
     };
-    if job.started.elapsed() > job.deadline {
-        return Err(RunError::Timeout(job.deadline));
-    }
     let mut buf = Vec::with_capacity(256);
-    write_json(&first, &mut buf, job.max_output).map_err(|_| RunError::TooLarge(job.max_output))?;
-    drop(first);
+    let written = if job.started.elapsed() > job.deadline {
+        Err(RunError::Timeout(job.deadline))
+    } else {
+        write_json(&first, &mut buf, job.max_output, 0)
+    };
+    drop_deep(first);
+    written?;
     // A second output, or an error after the first, fails the transform; counting the rest
     // could run forever, so stop at two.
     match out.next() {
         None => {}
-        Some(Ok(_)) => return Err(RunError::Outputs(2)),
+        Some(Ok(v)) => {
+            drop_deep(v);
+            return Err(RunError::Outputs(2));
+        }
         Some(Err(e)) => return Err(RunError::Jq(e.to_string())),
     }
     if job.started.elapsed() > job.deadline {
@@ -638,6 +690,7 @@ impl JqPool {
             let outbox = outbox.clone();
             let _ = std::thread::Builder::new()
                 .name(format!("hookgate-jq-{i}"))
+                .stack_size(JQ_STACK)
                 .spawn(move || {
                     batch_policy();
                     while let Some(job) = queue.pop() {
@@ -781,17 +834,17 @@ mod tests {
             for v in f.run((Ctx::new(vars, &inputs), input)) {
                 let v = v.unwrap();
                 let mut out = Vec::new();
-                write_json(&v, &mut out, usize::MAX).unwrap();
+                write_json(&v, &mut out, usize::MAX, 0).unwrap();
                 assert_eq!(String::from_utf8(out).unwrap(), v.to_string(), "{code}");
             }
         }
         // The cap holds at every step, not only at the end.
         let v = Val::from(serde_json::json!({"a": "x".repeat(100), "b": [1, 2, 3]}));
         let mut out = Vec::new();
-        assert!(write_json(&v, &mut out, 50).is_err());
+        assert!(write_json(&v, &mut out, 50, 0).is_err());
         assert!(out.len() <= 120, "{}", out.len());
         let mut out = Vec::new();
-        assert!(write_json(&v, &mut out, 200).is_ok());
+        assert!(write_json(&v, &mut out, 200, 0).is_ok());
     }
 
     /// A reloaded config brings new plans with the same code: each is prepared on its own,
@@ -814,6 +867,29 @@ mod tests {
             assert!(!a.runs_nothing());
             assert!(Plans::from(vec![Plan::default()]).runs_nothing());
         }
+    }
+
+    /// A program can build a value nested deeper than any stack can print or drop
+    /// recursively; the run fails (or declines) and the gateway lives on.
+    #[tokio::test]
+    async fn deeply_nested_outputs_fail_without_a_crash() {
+        let pool = JqPool::new(1, Duration::from_secs(5), 1 << 30);
+        let deep = "reduce range(200000) as $i (null; [.])";
+        let i = || input("{}", &[], None);
+        let v = one(&pool, i(), transform(deep)).await;
+        assert_eq!(v.transform, Some(Err(RunError::TooDeep(MAX_OUTPUT_DEPTH))));
+        let v = one(&pool, i(), filter(deep)).await;
+        assert_eq!(v.filter, Some(Ok(true)));
+        // Dropped inside jaq, on the jq thread's own stack.
+        let v = one(&pool, i(), filter(&format!("({deep}) | length == 1"))).await;
+        assert_eq!(v.filter, Some(Ok(true)));
+        // Nested as deep as allowed still prints.
+        let ok = format!("reduce range({MAX_OUTPUT_DEPTH}) as $i (0; [.])");
+        let v = one(&pool, i(), transform(&ok)).await;
+        assert!(matches!(v.transform, Some(Ok(ref b)) if b.len() == 2 * MAX_OUTPUT_DEPTH + 1));
+        // The pool still answers.
+        let v = one(&pool, i(), transform("1")).await;
+        assert_eq!(v.transform, Some(Ok(Bytes::from("1"))));
     }
 
     #[tokio::test]
