@@ -372,17 +372,15 @@ async fn pipeline(
                 }
             }
             let mut transformed = None;
-            if !route.sync_plans.runs_nothing() {
-                let d = decide(&ing.jq, route, &route.sync_plans, &verified).await;
-                if let Some(d) = d.into_iter().next() {
-                    if !d.admitted {
-                        return Ok(error::json(
-                            StatusCode::OK,
-                            serde_json::json!({ "filtered": true }).to_string(),
-                        ));
-                    }
-                    transformed = d.body;
+            let d = decide(&ing.jq, route, &route.sync_plans, &verified).await;
+            if let Some(d) = d.into_iter().next() {
+                if !d.admitted {
+                    return Ok(error::json(
+                        StatusCode::OK,
+                        serde_json::json!({ "filtered": true }).to_string(),
+                    ));
                 }
+                transformed = d.body;
             }
             forward_sync(route, transformed, verified, fwd).await
         }

@@ -408,22 +408,17 @@ fn prepared(plans: &Plans) -> Rc<Prepared> {
 }
 
 fn prepare(plans: &Plans) -> Prepared {
-    let codes: Vec<&Arc<str>> = plans
-        .list
-        .iter()
-        .flat_map(|p| [&p.filter, &p.transform])
-        .flatten()
-        .collect();
     let mut all = Keys::default();
     let mut known = true;
-    for code in &codes {
+    let codes = plans.list.iter().flat_map(|p| [&p.filter, &p.transform]);
+    for code in codes.flatten() {
         match program(code).ok().and_then(|p| p.keys) {
             Some(k) => all.merge(&k),
             None => known = false,
         }
     }
     let compiled = |c: &Option<Arc<str>>| c.as_ref().map(|c| program(c).map(|p| p.filter));
-    let names = |var: &str| codes.iter().any(|c| c.contains(var));
+    let names = |var: &str| plans.list.iter().any(|p| p.names(var));
     Prepared {
         plans: plans
             .list
@@ -431,7 +426,7 @@ fn prepare(plans: &Plans) -> Prepared {
             .map(|p| (compiled(&p.filter), compiled(&p.transform)))
             .collect(),
         reads: known.then(|| Rc::new(all)),
-        headers: names("$headers"),
+        headers: plans.headers,
         query: names("$query"),
         route: names("$route"),
         _plans: plans.clone(),

@@ -312,46 +312,31 @@ impl<'a> Scan<'a> {
         }
         match c {
             b'"' => self.string().map(|_| ()),
-            b'{' => {
+            c @ (b'{' | b'[') => {
+                let object = c == b'{';
+                let close = if object { b'}' } else { b']' };
                 self.i += 1;
                 self.ws();
-                if self.eat(b'}').is_some() {
+                if self.eat(close).is_some() {
                     return Some(());
                 }
                 loop {
                     self.ws();
-                    if self.peek()? != b'"' {
-                        return None;
-                    }
-                    self.string()?;
-                    self.ws();
-                    self.eat(b':')?;
-                    self.ws();
-                    self.value(depth + 1)?;
-                    self.ws();
-                    match self.peek()? {
-                        b',' => self.i += 1,
-                        b'}' => {
-                            self.i += 1;
-                            return Some(());
+                    if object {
+                        // A member's key and its colon, then its value.
+                        if self.peek()? != b'"' {
+                            return None;
                         }
-                        _ => return None,
+                        self.string()?;
+                        self.ws();
+                        self.eat(b':')?;
+                        self.ws();
                     }
-                }
-            }
-            b'[' => {
-                self.i += 1;
-                self.ws();
-                if self.eat(b']').is_some() {
-                    return Some(());
-                }
-                loop {
-                    self.ws();
                     self.value(depth + 1)?;
                     self.ws();
                     match self.peek()? {
                         b',' => self.i += 1,
-                        b']' => {
+                        c if c == close => {
                             self.i += 1;
                             return Some(());
                         }
