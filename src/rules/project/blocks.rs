@@ -226,6 +226,31 @@ macro_rules! any_of {
     };
 }
 
+/// The body of [`classify`] for one width of vector (`$lane` bytes), with that width's
+/// intrinsics. Unsafe to expand: it loads `$lane` bytes at a time from `$block`'s chunks.
+#[cfg(target_arch = "x86_64")]
+macro_rules! classify_lanes {
+    ($block:expr, $lane:literal as $bits:ty,
+     $load:ident, $cmpeq:ident, $or:ident, $min:ident, $movemask:ident, $splat:ident) => {{
+        let mut m = Masks::default();
+        for (k, chunk) in $block.chunks_exact($lane).take(64 / $lane).enumerate() {
+            let x = $load(chunk.as_ptr().cast());
+            let shift = $lane * k;
+            let mask = |v| u64::from($movemask(v) as $bits) << shift;
+            m.quote |= mask(any_of!($cmpeq, $or, $splat, x, b'"'));
+            m.backslash |= mask(any_of!($cmpeq, $or, $splat, x, b'\\'));
+            // A byte at most 0x1f is its own minimum with 0x1f: a control character.
+            m.control |= mask($cmpeq($min(x, $splat(0x1f)), x));
+            m.whitespace |= mask(any_of!($cmpeq, $or, $splat, x, b' ', b'\t', b'\n', b'\r'));
+            // `{` and `[`, `}` and `]` differ only in bit 0x20.
+            let folded = $or(x, $splat(0x20));
+            let brackets = any_of!($cmpeq, $or, $splat, folded, b'{', b'}');
+            m.structural |= mask($or(brackets, any_of!($cmpeq, $or, $splat, x, b':', b',')));
+        }
+        m
+    }};
+}
+
 /// [`classify`] thirty-two bytes per compare.
 ///
 /// # Safety
@@ -234,53 +259,46 @@ macro_rules! any_of {
 #[target_feature(enable = "avx2")]
 unsafe fn classify_avx2(block: &[u8]) -> Masks {
     use std::arch::x86_64::{
-        _mm256_cmpeq_epi8 as cmpeq, _mm256_loadu_si256, _mm256_min_epu8, _mm256_movemask_epi8,
-        _mm256_or_si256 as or, _mm256_set1_epi8 as splat,
+        _mm256_cmpeq_epi8, _mm256_loadu_si256, _mm256_min_epu8, _mm256_movemask_epi8,
+        _mm256_or_si256, _mm256_set1_epi8,
     };
-    let mut m = Masks::default();
-    for (k, chunk) in block.chunks_exact(32).take(2).enumerate() {
-        // SAFETY: `chunk` has exactly 32 readable bytes; the load needs no alignment.
-        let x = unsafe { _mm256_loadu_si256(chunk.as_ptr().cast()) };
-        let shift = 32 * k;
-        let mask = |v| u64::from(_mm256_movemask_epi8(v) as u32) << shift;
-        m.quote |= mask(any_of!(cmpeq, or, splat, x, b'"'));
-        m.backslash |= mask(any_of!(cmpeq, or, splat, x, b'\\'));
-        // A byte at most 0x1f is its own minimum with 0x1f: a control character.
-        m.control |= mask(cmpeq(_mm256_min_epu8(x, splat(0x1f)), x));
-        m.whitespace |= mask(any_of!(cmpeq, or, splat, x, b' ', b'\t', b'\n', b'\r'));
-        // `{` and `[`, `}` and `]` differ only in bit 0x20.
-        let folded = or(x, splat(0x20));
-        let brackets = any_of!(cmpeq, or, splat, folded, b'{', b'}');
-        m.structural |= mask(or(brackets, any_of!(cmpeq, or, splat, x, b':', b',')));
+    // SAFETY: the caller checked AVX2; each load reads one chunk of exactly 32 bytes, with no
+    // alignment needed.
+    unsafe {
+        classify_lanes!(
+            block,
+            32 as u32,
+            _mm256_loadu_si256,
+            _mm256_cmpeq_epi8,
+            _mm256_or_si256,
+            _mm256_min_epu8,
+            _mm256_movemask_epi8,
+            _mm256_set1_epi8
+        )
     }
-    m
 }
 
 /// [`classify`] sixteen bytes per compare (SSE2, on every x86-64 CPU).
 #[cfg(target_arch = "x86_64")]
 fn classify_sse2(block: &[u8]) -> Masks {
     use std::arch::x86_64::{
-        _mm_cmpeq_epi8 as cmpeq, _mm_loadu_si128, _mm_min_epu8, _mm_movemask_epi8,
-        _mm_or_si128 as or, _mm_set1_epi8 as splat,
+        _mm_cmpeq_epi8, _mm_loadu_si128, _mm_min_epu8, _mm_movemask_epi8, _mm_or_si128,
+        _mm_set1_epi8,
     };
-    let mut m = Masks::default();
-    for (k, chunk) in block.chunks_exact(16).take(4).enumerate() {
-        // SAFETY: SSE2 is part of every x86-64 CPU, so its instructions are always
-        // available; `chunk` has exactly 16 readable bytes, and the load needs no alignment.
-        unsafe {
-            let x = _mm_loadu_si128(chunk.as_ptr().cast());
-            let shift = 16 * k;
-            let mask = |v| u64::from(_mm_movemask_epi8(v) as u16) << shift;
-            m.quote |= mask(any_of!(cmpeq, or, splat, x, b'"'));
-            m.backslash |= mask(any_of!(cmpeq, or, splat, x, b'\\'));
-            m.control |= mask(cmpeq(_mm_min_epu8(x, splat(0x1f)), x));
-            m.whitespace |= mask(any_of!(cmpeq, or, splat, x, b' ', b'\t', b'\n', b'\r'));
-            let folded = or(x, splat(0x20));
-            let brackets = any_of!(cmpeq, or, splat, folded, b'{', b'}');
-            m.structural |= mask(or(brackets, any_of!(cmpeq, or, splat, x, b':', b',')));
-        }
+    // SAFETY: SSE2 is part of every x86-64 CPU, so its instructions are always available;
+    // each load reads one chunk of exactly 16 bytes, with no alignment needed.
+    unsafe {
+        classify_lanes!(
+            block,
+            16 as u16,
+            _mm_loadu_si128,
+            _mm_cmpeq_epi8,
+            _mm_or_si128,
+            _mm_min_epu8,
+            _mm_movemask_epi8,
+            _mm_set1_epi8
+        )
     }
-    m
 }
 
 #[cfg(test)]
