@@ -123,7 +123,10 @@ impl Plan {
 #[derive(Debug, Clone)]
 pub struct Plans {
     list: Arc<[Plan]>,
+    /// Which of `$headers`, `$route` and `$query` some program names.
     headers: bool,
+    route: bool,
+    query: bool,
     nothing: bool,
 }
 
@@ -131,6 +134,8 @@ impl From<Vec<Plan>> for Plans {
     fn from(list: Vec<Plan>) -> Self {
         Plans {
             headers: list.iter().any(|p| p.names("$headers")),
+            route: list.iter().any(|p| p.names("$route")),
+            query: list.iter().any(|p| p.names("$query")),
             nothing: list.iter().all(Plan::is_empty),
             list: list.into(),
         }
@@ -344,15 +349,12 @@ struct Program {
 }
 
 /// What one job's set of programs needs, worked out once per thread: each plan's compiled
-/// programs, what they read of the document together, and which variables they name.
+/// programs, and what they read of the document together.
 struct Prepared {
     /// Held so that the address of its list stays a unique key (see [`prepared`]).
     _plans: Plans,
     plans: Vec<(Option<Compiled>, Option<Compiled>)>,
     reads: Reads,
-    headers: bool,
-    query: bool,
-    route: bool,
 }
 
 /// A program ready to run, or why it is not (it changed under us after its check).
@@ -418,7 +420,6 @@ fn prepare(plans: &Plans) -> Prepared {
         }
     }
     let compiled = |c: &Option<Arc<str>>| c.as_ref().map(|c| program(c).map(|p| p.filter));
-    let names = |var: &str| plans.list.iter().any(|p| p.names(var));
     Prepared {
         plans: plans
             .list
@@ -426,9 +427,6 @@ fn prepare(plans: &Plans) -> Prepared {
             .map(|p| (compiled(&p.filter), compiled(&p.transform)))
             .collect(),
         reads: known.then(|| Rc::new(all)),
-        headers: plans.headers,
-        query: names("$query"),
-        route: names("$route"),
         _plans: plans.clone(),
     }
 }
@@ -474,7 +472,7 @@ struct Vars([Val; 3]);
 
 impl Vars {
     /// Each variable is built only when one of the programs names it.
-    fn of(input: &Input, p: &Prepared) -> Self {
+    fn of(input: &Input, p: &Plans) -> Self {
         let headers = if p.headers {
             fields(input.headers.iter().cloned())
         } else {
@@ -639,7 +637,7 @@ fn run_transform(job: &Job, f: &Compiled, body: &Val, vars: &Vars) -> Result<Byt
 fn run(job: &Job) -> Vec<Verdict> {
     let prep = prepared(&job.plans);
     let body = input_value(&job.input, &prep.reads);
-    let vars = Vars::of(&job.input, &prep);
+    let vars = Vars::of(&job.input, &job.plans);
     job.plans
         .list
         .iter()

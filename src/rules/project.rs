@@ -591,6 +591,17 @@ mod tests {
         }
     }
 
+    /// The shipped JSON sample payloads, with their paths.
+    fn fixtures() -> Vec<(std::path::PathBuf, Vec<u8>)> {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "json"))
+            .map(|p| (p.clone(), std::fs::read(&p).unwrap()))
+            .collect()
+    }
+
     /// Every program that projects gives the same outputs on the projected and the full
     /// document, on the shipped sample payloads.
     #[test]
@@ -616,14 +627,8 @@ mod tests {
             "try .ref.x catch \"not an object\"",
             "[.pull_request.user.login, .pull_request.head.ref, .sender.id]",
         ];
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
         let mut checked = 0;
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.extension().is_none_or(|e| e != "json") {
-                continue;
-            }
-            let body = std::fs::read(&path).unwrap();
+        for (path, body) in fixtures() {
             let full = super::super::pool::body_value(None, &body);
             for code in programs {
                 let keys = keys(code).unwrap_or_else(|| panic!("{code} should project"));
@@ -771,14 +776,8 @@ mod tests {
         // replaced by ones that matter to JSON.
         let alphabet = b"{}[]:,\"\\/ \t\n0123456789-+.eEtrufalsnu\x01\x1fDdCc\xc3\xa9";
         let mut rng = fastrand::Rng::with_seed(7);
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
         let mut bodies = 0;
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.extension().is_none_or(|e| e != "json") {
-                continue;
-            }
-            let body = std::fs::read(&path).unwrap();
+        for (_, body) in fixtures() {
             agrees(&keys, &probe, &body);
             for _ in 0..3000 {
                 let mut m = body.clone();
