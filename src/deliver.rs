@@ -4,6 +4,7 @@
 
 pub mod breaker;
 pub mod client;
+pub mod h1pool;
 pub mod proxy;
 pub mod retry;
 pub mod sign;

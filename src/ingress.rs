@@ -73,7 +73,7 @@ impl Runtime {
             let clients = r
                 .targets
                 .iter()
-                .map(|t| client::build(&t.tls))
+                .map(|t| client::build(&t.url, &t.tls))
                 .collect::<Result<Vec<_>, _>>()?;
             let signature_headers = match &r.verify {
                 VerifySpec::Provider(p) => p

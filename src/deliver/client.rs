@@ -3,18 +3,54 @@
 //! settings from the environment (hyper does neither), so a target cannot bounce a webhook
 //! elsewhere.
 
+use super::h1pool::{chain, ExchangeError, H1Pool};
 use crate::config::TargetTls;
 use bytes::Bytes;
-use http_body_util::Full;
+use http::{Request, Response, Uri};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use std::sync::Arc;
 use std::time::Duration;
 
-pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+type Pooled = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// The client for one target: its plain-HTTP keep-alive connections ([`H1Pool`]) when the
+/// target URL is `http://`, else hyper-util's pooled client (TLS, HTTP/2 by ALPN).
+#[derive(Clone)]
+pub struct HttpClient {
+    pooled: Pooled,
+    plain: Option<Arc<H1Pool>>,
+}
+
+impl HttpClient {
+    /// Sends `req` and reads the whole answer (at most `limit` bytes of body).
+    pub async fn exchange(
+        &self,
+        req: Request<Full<Bytes>>,
+        limit: usize,
+    ) -> Result<Response<Bytes>, ExchangeError> {
+        if let Some(p) = self.plain.as_ref().filter(|p| p.serves(req.uri())) {
+            return p.exchange(req, limit).await;
+        }
+        let resp = self
+            .pooled
+            .request(req)
+            .await
+            .map_err(|e| ExchangeError::Send(chain(e)))?;
+        let (parts, body) = resp.into_parts();
+        let body = Limited::new(body, limit)
+            .collect()
+            .await
+            .map_err(|e| ExchangeError::Body(e.to_string()))?
+            .to_bytes();
+        Ok(Response::from_parts(parts, body))
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -39,7 +75,15 @@ fn pem_err(
     move |source| ClientError::Pem { what, path, source }
 }
 
-pub fn build(tls: &TargetTls) -> Result<HttpClient, ClientError> {
+/// The client for a target at `url`.
+pub fn build(url: &Uri, tls: &TargetTls) -> Result<HttpClient, ClientError> {
+    Ok(HttpClient {
+        pooled: build_pooled(tls)?,
+        plain: H1Pool::for_url(url).map(Arc::new),
+    })
+}
+
+fn build_pooled(tls: &TargetTls) -> Result<Pooled, ClientError> {
     let provider = crate::server::tls::provider();
     let builder = hyper_rustls::HttpsConnectorBuilder::new();
     let builder = if *tls == TargetTls::default() {

@@ -3,12 +3,13 @@
 //! `Hookgate-Route` are added; the target's `headers.remove`/`headers.set` apply last.
 
 use super::client::HttpClient;
+use super::h1pool::ExchangeError;
 use super::UpstreamError;
 use crate::config::{PathMatch, Target};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, Uri};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 
 /// Largest target answer relayed to the sender; webhook answers are small.
 const MAX_RESPONSE: usize = 16 << 20;
@@ -29,6 +30,11 @@ const HOP_BY_HOP: [HeaderName; 12] = [
     header::HOST,
     header::EXPECT,
 ];
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const HOOKGATE_ROUTE: HeaderName = HeaderName::from_static("hookgate-route");
 
 /// Removes hop-by-hop headers, including any the `Connection` header names.
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
@@ -148,17 +154,17 @@ impl Outbound<'_> {
                 headers.remove(h);
             }
         }
-        let set = |h: &mut HeaderMap, name: &'static str, v: &str| {
+        let set = |h: &mut HeaderMap, name: HeaderName, v: &str| {
             if let Ok(v) = HeaderValue::from_str(v) {
                 h.insert(name, v);
             }
         };
-        set(&mut headers, "x-forwarded-for", &self.forwarded.for_chain);
-        set(&mut headers, "x-forwarded-proto", self.forwarded.proto);
+        set(&mut headers, X_FORWARDED_FOR, &self.forwarded.for_chain);
+        set(&mut headers, X_FORWARDED_PROTO, self.forwarded.proto);
         if let Some(host) = &self.forwarded.host {
-            set(&mut headers, "x-forwarded-host", host);
+            set(&mut headers, X_FORWARDED_HOST, host);
         }
-        set(&mut headers, "hookgate-route", self.route_name);
+        set(&mut headers, HOOKGATE_ROUTE, self.route_name);
         for n in &self.target.headers_remove {
             headers.remove(n);
         }
@@ -193,24 +199,16 @@ async fn exchange(
     client: &HttpClient,
     req: Request<Full<Bytes>>,
 ) -> Result<Response<Full<Bytes>>, UpstreamError> {
-    let resp = client.request(req).await.map_err(|e| {
-        use std::error::Error;
-        let mut msg = e.to_string();
-        let mut src = e.source();
-        while let Some(s) = src {
-            msg = format!("{msg}: {s}");
-            src = s.source();
-        }
-        UpstreamError::Unreachable(msg)
-    })?;
-    let (mut parts, body) = resp.into_parts();
-    let bytes = Limited::new(body, MAX_RESPONSE)
-        .collect()
+    let resp = client
+        .exchange(req, MAX_RESPONSE)
         .await
-        .map_err(|e| UpstreamError::BadResponse(e.to_string()))?
-        .to_bytes();
+        .map_err(|e| match e {
+            ExchangeError::Send(m) => UpstreamError::Unreachable(m),
+            ExchangeError::Body(m) => UpstreamError::BadResponse(m),
+        })?;
+    let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    Ok(Response::from_parts(parts, Full::new(bytes)))
+    Ok(Response::from_parts(parts, Full::new(body)))
 }
 
 #[cfg(test)]

@@ -150,8 +150,11 @@ async fn serve_conn<I, H>(
     H: Handler,
 {
     let svc = service_fn(move |req| {
+        // The request's future is several KiB: boxed once here, hyper moves a pointer
+        // instead of copying the whole state at each layer.
         let handler = handler.clone();
-        async move { Ok::<_, Infallible>(handler.call(req, conn).await) }
+        let fut = Box::pin(async move { handler.call(req, conn).await });
+        async move { Ok::<_, Infallible>(fut.await) }
     });
     let connection = builder.serve_connection(io, svc);
     if let Err(e) = watcher.watch(connection.into_owned()).await {
