@@ -3,11 +3,11 @@
 //! settings from the environment (hyper does neither), so a target cannot bounce a webhook
 //! elsewhere.
 
-use super::h1pool::{chain, ExchangeError, H1Pool};
+use super::h1pool::{chain, read_answer, ExchangeError, H1Pool};
 use crate::config::TargetTls;
 use bytes::Bytes;
 use http::{Request, Response, Uri};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -42,13 +42,7 @@ impl HttpClient {
             .request(req)
             .await
             .map_err(|e| ExchangeError::Send(chain(e)))?;
-        let (parts, body) = resp.into_parts();
-        let body = Limited::new(body, limit)
-            .collect()
-            .await
-            .map_err(|e| ExchangeError::Body(e.to_string()))?
-            .to_bytes();
-        Ok(Response::from_parts(parts, body))
+        read_answer(resp, limit).await
     }
 }
 

@@ -164,14 +164,9 @@ impl H1Pool {
             }
             match send.try_send_request(req).await {
                 Ok(resp) => {
-                    let (parts, body) = resp.into_parts();
-                    let body = Limited::new(body, limit)
-                        .collect()
-                        .await
-                        .map_err(|e| ExchangeError::Body(e.to_string()))?
-                        .to_bytes();
+                    let resp = read_answer(resp, limit).await?;
                     self.checkin(send);
-                    return Ok(Response::from_parts(parts, body));
+                    return Ok(resp);
                 }
                 Err(mut e) => match e.take_message() {
                     // Not a byte was sent: safe to send again, on a new connection.
@@ -184,6 +179,20 @@ impl H1Pool {
             }
         }
     }
+}
+
+/// Reads a whole answer, at most `limit` bytes of body.
+pub async fn read_answer(
+    resp: Response<hyper::body::Incoming>,
+    limit: usize,
+) -> Result<Response<Bytes>, ExchangeError> {
+    let (parts, body) = resp.into_parts();
+    let body = Limited::new(body, limit)
+        .collect()
+        .await
+        .map_err(|e| ExchangeError::Body(e.to_string()))?
+        .to_bytes();
+    Ok(Response::from_parts(parts, body))
 }
 
 /// An error and its sources, as one line.
