@@ -267,6 +267,54 @@ async fn target_down_is_502_and_slow_is_504() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_sync_requests_reuse_kept_alive_target_connections() {
+    let rx = TestReceiver::start().await;
+    // Each answer waits, so the requests of a round overlap at the target.
+    rx.delay_ms.store(50, std::sync::atomic::Ordering::SeqCst);
+    let gw = start_gateway(&github_yaml(&rx.url("/in"), "", false), |_| {}).await;
+    let mut sent = Vec::new();
+    for round in 0..2 {
+        let mut set = tokio::task::JoinSet::new();
+        for i in 0..16 {
+            let body = format!("{{\"round\":{round},\"n\":{i}}}");
+            let sig = github_sig(SECRET, body.as_bytes());
+            sent.push(body.clone());
+            let addr = gw.addr;
+            set.spawn(async move {
+                plain(
+                    addr,
+                    post(
+                        "/hooks/github",
+                        &[("x-hub-signature-256", &sig)],
+                        body.as_bytes(),
+                    ),
+                )
+                .await
+                .status
+            });
+        }
+        while let Some(status) = set.join_next().await {
+            assert_eq!(status.unwrap(), 200);
+        }
+    }
+    let mut got: Vec<String> = rx
+        .all()
+        .iter()
+        .map(|r| String::from_utf8(r.body.to_vec()).unwrap())
+        .collect();
+    got.sort();
+    sent.sort();
+    assert_eq!(got, sent, "every body arrived once, byte for byte");
+    // The second round found the first round's connections idle and used them.
+    let conns = rx.accepted.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        (1..=16).contains(&conns),
+        "{conns} connections for 32 requests"
+    );
+    gw.gw.drain().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn target_status_is_relayed() {
     let rx = TestReceiver::start().await;
     rx.status.store(418, std::sync::atomic::Ordering::SeqCst);

@@ -36,6 +36,8 @@ pub struct TestReceiver {
     pub delay_ms: Arc<AtomicU64>,
     /// Answers to give first, in order: (status, Retry-After); then `status`.
     pub script: Arc<Mutex<std::collections::VecDeque<Scripted>>>,
+    /// Connections accepted so far.
+    pub accepted: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl TestReceiver {
@@ -47,6 +49,7 @@ impl TestReceiver {
             status: Arc::new(AtomicU16::new(200)),
             delay_ms: Arc::new(AtomicU64::new(0)),
             script: Default::default(),
+            accepted: Default::default(),
         };
         let me = r.clone();
         tokio::spawn(async move {
@@ -54,6 +57,7 @@ impl TestReceiver {
                 let Ok((s, _)) = listener.accept().await else {
                     return;
                 };
+                me.accepted.fetch_add(1, Ordering::SeqCst);
                 let me = me.clone();
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
