@@ -3,11 +3,12 @@
 //! settings from the environment (hyper does neither), so a target cannot bounce a webhook
 //! elsewhere.
 
-use super::h1pool::{chain, read_answer, ExchangeError, H1Pool};
+use super::h1pool::H1Pool;
+use super::UpstreamError;
 use crate::config::TargetTls;
 use bytes::Bytes;
 use http::{Request, Response, Uri};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full, Limited};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -33,7 +34,7 @@ impl HttpClient {
         &self,
         req: Request<Full<Bytes>>,
         limit: usize,
-    ) -> Result<Response<Bytes>, ExchangeError> {
+    ) -> Result<Response<Bytes>, UpstreamError> {
         if let Some(p) = self.plain.as_ref().filter(|p| p.serves(req.uri())) {
             return p.exchange(req, limit).await;
         }
@@ -41,9 +42,34 @@ impl HttpClient {
             .pooled
             .request(req)
             .await
-            .map_err(|e| ExchangeError::Send(chain(e)))?;
+            .map_err(|e| UpstreamError::Unreachable(chain(e)))?;
         read_answer(resp, limit).await
     }
+}
+
+/// Reads a whole answer, at most `limit` bytes of body.
+pub async fn read_answer(
+    resp: Response<hyper::body::Incoming>,
+    limit: usize,
+) -> Result<Response<Bytes>, UpstreamError> {
+    let (parts, body) = resp.into_parts();
+    let body = Limited::new(body, limit)
+        .collect()
+        .await
+        .map_err(|e| UpstreamError::BadResponse(e.to_string()))?
+        .to_bytes();
+    Ok(Response::from_parts(parts, body))
+}
+
+/// An error and its sources, as one line.
+pub fn chain(e: impl std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        msg = format!("{msg}: {s}");
+        src = s.source();
+    }
+    msg
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -14,9 +14,11 @@
 //! 60 s is closed, not reused. There is no reaper: stale connections are dropped as
 //! requests pass, and the target closes the rest.
 
+use super::client::{chain, read_answer};
+use super::UpstreamError;
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, Uri};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use std::sync::Mutex;
@@ -27,14 +29,6 @@ const MAX_IDLE: usize = 256;
 /// An idle connection older than this is closed rather than reused.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Why an exchange failed: before an answer arrived (the target is unreachable), or while
-/// reading the answer (it is unusable).
-#[derive(Debug)]
-pub enum ExchangeError {
-    Send(String),
-    Body(String),
-}
 
 struct Idle {
     send: SendRequest<Full<Bytes>>,
@@ -136,7 +130,7 @@ impl H1Pool {
         &self,
         mut req: Request<Full<Bytes>>,
         limit: usize,
-    ) -> Result<Response<Bytes>, ExchangeError> {
+    ) -> Result<Response<Bytes>, UpstreamError> {
         if let Some(pq) = req.uri().path_and_query() {
             let origin = Uri::from(pq.clone());
             *req.uri_mut() = origin;
@@ -152,14 +146,14 @@ impl H1Pool {
                 Some(s) => s,
                 None => {
                     pooled = false;
-                    self.connect().await.map_err(ExchangeError::Send)?
+                    self.connect().await.map_err(UpstreamError::Unreachable)?
                 }
             };
             if send.ready().await.is_err() {
                 if pooled {
                     continue;
                 }
-                return Err(ExchangeError::Send(format!(
+                return Err(UpstreamError::Unreachable(format!(
                     "connection to {} closed before the request",
                     self.addr
                 )));
@@ -176,36 +170,11 @@ impl H1Pool {
                         req = back;
                         pooled = false;
                     }
-                    _ => return Err(ExchangeError::Send(chain(e.into_error()))),
+                    _ => return Err(UpstreamError::Unreachable(chain(e.into_error()))),
                 },
             }
         }
     }
-}
-
-/// Reads a whole answer, at most `limit` bytes of body.
-pub async fn read_answer(
-    resp: Response<hyper::body::Incoming>,
-    limit: usize,
-) -> Result<Response<Bytes>, ExchangeError> {
-    let (parts, body) = resp.into_parts();
-    let body = Limited::new(body, limit)
-        .collect()
-        .await
-        .map_err(|e| ExchangeError::Body(e.to_string()))?
-        .to_bytes();
-    Ok(Response::from_parts(parts, body))
-}
-
-/// An error and its sources, as one line.
-pub fn chain(e: impl std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        msg = format!("{msg}: {s}");
-        src = s.source();
-    }
-    msg
 }
 
 #[cfg(test)]
@@ -369,7 +338,7 @@ mod tests {
         let url: Uri = format!("http://127.0.0.1:{port}/").parse().unwrap();
         let pool = H1Pool::for_url(&url).unwrap();
         let e = pool.exchange(request(port, "/"), 4).await.unwrap_err();
-        assert!(matches!(e, ExchangeError::Body(_)), "{e:?}");
+        assert!(matches!(e, UpstreamError::BadResponse(_)), "{e:?}");
         assert!(pool.idle.lock().unwrap().is_empty());
         pool.exchange(request(port, "/"), 64).await.unwrap();
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
@@ -383,7 +352,7 @@ mod tests {
         let url: Uri = format!("http://127.0.0.1:{port}/").parse().unwrap();
         let pool = H1Pool::for_url(&url).unwrap();
         match pool.exchange(request(port, "/"), 64).await {
-            Err(ExchangeError::Send(m)) => assert!(m.contains("connect to"), "{m}"),
+            Err(UpstreamError::Unreachable(m)) => assert!(m.contains("connect to"), "{m}"),
             other => panic!("{other:?}"),
         }
     }

@@ -3,7 +3,6 @@
 //! `Hookgate-Route` are added; the target's `headers.remove`/`headers.set` apply last.
 
 use super::client::HttpClient;
-use super::h1pool::ExchangeError;
 use super::UpstreamError;
 use crate::config::{PathMatch, Target};
 use bytes::Bytes;
@@ -199,13 +198,7 @@ async fn exchange(
     client: &HttpClient,
     req: Request<Full<Bytes>>,
 ) -> Result<Response<Full<Bytes>>, UpstreamError> {
-    let resp = client
-        .exchange(req, MAX_RESPONSE)
-        .await
-        .map_err(|e| match e {
-            ExchangeError::Send(m) => UpstreamError::Unreachable(m),
-            ExchangeError::Body(m) => UpstreamError::BadResponse(m),
-        })?;
+    let resp = client.exchange(req, MAX_RESPONSE).await?;
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     Ok(Response::from_parts(parts, Full::new(body)))
