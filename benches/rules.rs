@@ -1,16 +1,17 @@
 //! The cost of a jq filter and transform on GitHub pushes of 2 KiB and 16 KiB, through the
-//! jq pool as the gateway runs them (one hop to a jq thread and back, and the body parsed,
+//! jq pool as the gateway runs them (one hop to a jq worker process and back, and the body parsed,
 //! included; `filter+transform` is one trip with both, as a sync route makes it).
 //!
 //!     cargo bench --bench rules
 
 // The allocator the `hookgate` binary runs with.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: hookgate::rules::budget::Budgeted<mimalloc::MiMalloc> =
+    hookgate::rules::budget::Budgeted(mimalloc::MiMalloc);
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion};
-use hookgate::rules::pool::{Input, JqPool, Plan, Plans};
+use hookgate::rules::pool::{Input, JqPool, Limits, Plan, Plans};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,7 +20,17 @@ fn bench(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let pool = JqPool::new(1, Duration::from_secs(1), 1 << 20);
+    hookgate::rules::pool::set_worker_program(env!("CARGO_BIN_EXE_hookgate"));
+    let pool = rt.block_on(async {
+        JqPool::new(
+            1,
+            Limits {
+                deadline: Duration::from_secs(1),
+                max_output: 1 << 20,
+                memory: 256 << 20,
+            },
+        )
+    });
     let filter: Arc<str> =
         Arc::from(r#".ref == "refs/heads/main" and $headers["x-github-event"] == "push""#);
     let transform: Arc<str> =

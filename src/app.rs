@@ -98,11 +98,10 @@ impl Gateway {
         } else {
             None
         };
-        // jq runs off the async workers, 250 ms at most per run (see rules/).
+        // jq runs in worker processes, bounded in time and memory (see rules/).
         let jq = crate::rules::pool::JqPool::new(
             2,
-            Duration::from_millis(250),
-            (server.max_body as usize).max(1 << 20) * 4,
+            crate::rules::pool::Limits::for_max_body(server.max_body),
         );
         let engine = Engine::new(store.clone(), jq);
         engine.reconcile(runtime.wanted_workers()).await?;

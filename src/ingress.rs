@@ -374,6 +374,9 @@ async fn pipeline(
             let mut transformed = None;
             let d = decide(&ing.jq, route, &route.sync_plans, &verified).await;
             if let Some(d) = d.into_iter().next() {
+                if let Some(reason) = d.failed {
+                    return Err(rule_failed(route, reason));
+                }
                 if !d.admitted {
                     return Ok(error::json(
                         StatusCode::OK,
@@ -428,13 +431,13 @@ async fn enqueue(
     fwd: Forwarded,
 ) -> Result<HttpResponse, IngressError> {
     let parts = verified.parts();
-    let (mut targets, mut filtered) = (Vec::new(), Vec::new());
+    let (mut targets, mut filtered, mut failed) = (Vec::new(), Vec::new(), Vec::new());
     let decisions = decide(jq, route, &route.ingress_plans, verified).await;
     for (t, d) in route.cfg.targets.iter().zip(decisions) {
-        if d.admitted {
-            targets.push(t.name.clone());
-        } else {
-            filtered.push(t.name.clone());
+        match (d.failed, d.admitted) {
+            (Some(reason), _) => failed.push((t.name.clone(), reason)),
+            (None, true) => targets.push(t.name.clone()),
+            (None, false) => filtered.push(t.name.clone()),
         }
     }
     let headers = parts
@@ -460,6 +463,7 @@ async fn enqueue(
         forwarded_host: fwd.host,
         targets,
         filtered,
+        failed,
         dedup: dedup_key(&route.cfg, &parts.headers, verified.body()),
     };
     match store.enqueue(ev).await {
@@ -492,6 +496,14 @@ fn accepted(status: StatusCode, id: &str, duplicate: bool) -> HttpResponse {
     r
 }
 
+/// A sync route's rule failed: the gateway's fault, said as such to the sender (who retries),
+/// with the precise reason in the log and metrics.
+fn rule_failed(route: &RouteRuntime, reason: String) -> IngressError {
+    route.metrics.event("rule_failed");
+    tracing::warn!(route = %route.cfg.name, %reason, "sync route: a rule failed, the sender is told to retry");
+    IngressError::RuleFailed(reason)
+}
+
 async fn forward_sync(
     route: &RouteRuntime,
     transformed: Option<Result<bytes::Bytes, String>>,
@@ -519,11 +531,7 @@ async fn forward_sync(
             );
             b
         }
-        Some(Err(e)) => {
-            return Err(IngressError::Upstream(
-                crate::deliver::UpstreamError::Request(format!("transform: {e}")),
-            ))
-        }
+        Some(Err(e)) => return Err(rule_failed(route, e)),
     };
     // A sync request is not stored; templates still get a unique id per request, made only
     // when one asks for it (a random id costs a system call).

@@ -2,7 +2,8 @@
 //! config, 2 runtime failure). Everything else lives in the library.
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: hookgate::rules::budget::Budgeted<mimalloc::MiMalloc> =
+    hookgate::rules::budget::Budgeted(mimalloc::MiMalloc);
 
 use clap::{Args, Parser, Subcommand};
 use hookgate::admin::cli::{self, AdminClient, CliError};
@@ -101,6 +102,13 @@ enum Command {
     Migrate {
         #[arg(short, long, env = "HOOKGATE_CONFIG", default_value = "routes.yaml")]
         config: PathBuf,
+    },
+    /// Internal: a jq worker process of a running gateway (it serves on its standard input).
+    #[command(hide = true)]
+    JqWorker {
+        /// Heap budget in bytes.
+        #[arg(long)]
+        memory: usize,
     },
     /// Reload the running gateway's config now.
     Reload {
@@ -222,6 +230,10 @@ fn main() -> ExitCode {
             url,
         } => sign(&provider, &secret, body, url),
         Command::Migrate { config } => migrate(&config),
+        Command::JqWorker { memory } => match hookgate::rules::worker::serve(memory) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(_) => ExitCode::from(1),
+        },
         other => operate(other),
     }
 }
@@ -430,7 +442,8 @@ async fn run_operator(cmd: Command) -> Result<(), CliError> {
         Command::Run { .. }
         | Command::Check { .. }
         | Command::Sign { .. }
-        | Command::Migrate { .. } => {}
+        | Command::Migrate { .. }
+        | Command::JqWorker { .. } => {}
     }
     Ok(())
 }
@@ -511,8 +524,13 @@ fn check_sample(
     let Some(rt) = small_runtime() else {
         return ExitCode::from(2);
     };
-    let jq = hookgate::rules::pool::JqPool::new(1, std::time::Duration::from_millis(250), 16 << 20);
-    match rt.block_on(hookgate::rules::sample::run(&route, body, &pairs, &jq)) {
+    // The limits the gateway would run these programs with.
+    let limits = hookgate::rules::pool::Limits::for_max_body(loaded.config.server.max_body);
+    let report = rt.block_on(async {
+        let jq = hookgate::rules::pool::JqPool::new(1, limits);
+        hookgate::rules::sample::run(&route, body, &pairs, &jq).await
+    });
+    match report {
         Ok(report) => {
             print!("{report}");
             ExitCode::SUCCESS

@@ -9,10 +9,15 @@
 //! What a program sees: the body parsed as JSON — or, for a form post (Slack, Twilio), an
 //! object of its fields — and `$headers` (lower-case names), `$route`, `$query`.
 
+pub mod budget;
+mod eval;
+pub mod job;
 pub mod pool;
 pub mod project;
 pub mod sample;
 pub mod transform;
+mod wire;
+pub mod worker;
 
 use jaq_core::load::{Arena, File, Loader};
 

@@ -87,6 +87,9 @@ pub struct NewEvent {
     /// Targets to deliver to; targets named in `filtered` are recorded as filtered.
     pub targets: Vec<String>,
     pub filtered: Vec<String>,
+    /// Targets whose filter failed inside the gateway, with why: recorded as dead letters
+    /// with that reason, never as filtered.
+    pub failed: Vec<(String, String)>,
     /// The provider's delivery id, with how long it deduplicates.
     pub dedup: Option<(String, Duration)>,
 }

@@ -191,3 +191,136 @@ routes:
     assert_eq!(h["x-hub-signature-256"], github_sig(SECRET, &body).as_str());
     gw.gw.drain().await;
 }
+
+fn id_of(a: &Answer) -> String {
+    let v: serde_json::Value = serde_json::from_slice(&a.body).unwrap();
+    v["id"].as_str().unwrap().to_owned()
+}
+
+async fn last_error(admin: std::net::SocketAddr, id: &str, target: &str) -> String {
+    let (_, ev) = admin_get(admin, &format!("/api/v1/events/{id}")).await;
+    ev["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["target"] == target)
+        .and_then(|d| d["last_error"].as_str())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn hostile_config(evil_filter: &str, good: &str, sync: &str) -> String {
+    format!(
+        r#"server: {{ listen: ["127.0.0.1:0"] }}
+admin: {{ listen: "127.0.0.1:0" }}
+storage: {{ path: data }}
+routes:
+  - name: evil
+    path: /evil
+    verify: {{ github: {{ secret: {SECRET} }} }}
+    targets: [{{ name: t, url: "{good}", filter: '{evil_filter}' }}]
+  - name: greedy
+    path: /greedy
+    verify: {{ github: {{ secret: {SECRET} }} }}
+    targets: [{{ name: t, url: "{good}", filter: '[range(1e9)] | length > 0' }}]
+  - name: good
+    path: /good
+    verify: {{ github: {{ secret: {SECRET} }} }}
+    targets: [{{ name: t, url: "{good}", filter: '.ref == "refs/heads/main"' }}]
+  - name: evil-sync
+    path: /evil-sync
+    mode: sync
+    verify: {{ github: {{ secret: {SECRET} }} }}
+    targets: [{{ name: t, url: "{sync}", filter: '{evil_filter}' }}]
+"#
+    )
+}
+
+/// A filter that never ends, and one that eats memory, cost their budget and nothing more:
+/// their events are stored with a dead delivery that says why (never `filtered`), other
+/// routes deliver every event meanwhile, a sync sender is told the gateway failed, and a
+/// replay after the rule is fixed delivers the event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_filters_end_in_dead_letters_and_spare_other_routes() {
+    let rx = TestReceiver::start().await;
+    let sync_rx = TestReceiver::start().await;
+    let (good, sync) = (rx.url("/good"), sync_rx.url("/sync"));
+    let evil = "last(range(1e12)) > 0";
+    let gw = start_gateway(&hostile_config(evil, &good, &sync), |_| {}).await;
+    let main = push("refs/heads/main");
+    let mut stuck = Vec::new();
+    for n in 0..2 {
+        let a = send(
+            gw.addr,
+            "/evil",
+            &main,
+            &format!("e{n}"),
+            "application/json",
+        )
+        .await;
+        assert_eq!(a.status, 202);
+        stuck.push(id_of(&a));
+    }
+    let greedy = send(gw.addr, "/greedy", &main, "g", "application/json").await;
+    assert_eq!(greedy.status, 202);
+    let greedy = id_of(&greedy);
+    for n in 0..10 {
+        let a = send(
+            gw.addr,
+            "/good",
+            &main,
+            &format!("ok{n}"),
+            "application/json",
+        )
+        .await;
+        assert_eq!(a.status, 202, "good route during the attack");
+    }
+    rx.wait_for(10, 20).await;
+    for id in &stuck {
+        assert_eq!(state_of(gw.admin, id, "t").await, "dead");
+        assert_eq!(
+            last_error(gw.admin, id, "t").await,
+            "filter timed out after 250 ms"
+        );
+    }
+    assert_eq!(state_of(gw.admin, &greedy, "t").await, "dead");
+    let why = last_error(gw.admin, &greedy, "t").await;
+    assert!(
+        why.contains("memory budget") || why.contains("timed out"),
+        "{why}"
+    );
+    // Sync: the sender learns the gateway failed (and retries), the target sees nothing.
+    let a = send(gw.addr, "/evil-sync", &main, "s", "application/json").await;
+    assert_eq!(a.status, 500);
+    assert!(String::from_utf8_lossy(&a.body).contains("rules"));
+    assert_eq!(sync_rx.count(), 0);
+    // The pool is whole again: good events still flow at once.
+    let a = send(gw.addr, "/good", &main, "after", "application/json").await;
+    assert_eq!(a.status, 202);
+    rx.wait_for(11, 10).await;
+    // Dead-letter metrics count the rule failures by reason.
+    let m = plain(
+        gw.admin,
+        http::Request::get("/metrics")
+            .body(Default::default())
+            .unwrap(),
+    )
+    .await;
+    let m = metrics_text(&m.body);
+    assert!(
+        m.contains(r#"route="evil",target="t",kind="filter",result="timeout""#),
+        "{m}"
+    );
+
+    // Fix the rule, reload, replay: the events reach the target.
+    write_config(gw.dir.path(), &hostile_config("true", &good, &sync));
+    let (s, _) = admin_post(gw.admin, "/api/v1/reload", "").await;
+    assert_eq!(s, 200);
+    for id in &stuck {
+        let (s, _) = admin_post(gw.admin, &format!("/api/v1/events/{id}/replay"), "").await;
+        assert!(s.is_success(), "{s}");
+        assert_eq!(state_of(gw.admin, id, "t").await, "delivered");
+    }
+    rx.wait_for(13, 10).await;
+    gw.gw.drain().await;
+}

@@ -28,6 +28,7 @@ fn event(id: &str, targets: &[&str], dedup: Option<&str>) -> NewEvent {
         forwarded_host: Some("hooks.example".into()),
         targets: targets.iter().map(|t| t.to_string()).collect(),
         filtered: vec![],
+        failed: vec![],
         dedup: dedup.map(|d| (d.to_owned(), Duration::from_secs(3600))),
     }
 }

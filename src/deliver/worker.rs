@@ -384,8 +384,9 @@ impl TargetWorker {
         let started_at = SystemTime::now();
         let start = Instant::now();
         let result = match self.body(c).await {
-            // A transform that fails cannot succeed on retry: the delivery is dead.
-            Err(e) => Err(UpstreamError::Request(format!("transform: {e}"))),
+            // A transform that fails is the rule's fault, not the target's: the delivery is
+            // dead with the reason, and a replay after fixing the rule delivers it.
+            Err(e) => Err(UpstreamError::Request(e)),
             Ok(body) => match self.request(c, attempt_no, body) {
                 Ok(req) => proxy::send(&self.client, req, self.target.timeout).await,
                 Err(e) => Err(e),

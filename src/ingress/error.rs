@@ -29,6 +29,9 @@ pub enum IngressError {
     RequestTimeout,
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
+    /// A filter or transform of the route failed inside the gateway (the reason is logged).
+    #[error("a rule of this route failed: {0}")]
+    RuleFailed(String),
     /// Not durable, so not accepted: the sender must retry.
     #[error("storage cannot accept the event: {0}")]
     StoreUnavailable(crate::store::StoreError),
@@ -65,6 +68,7 @@ impl IngressError {
             IngressError::Upstream(UpstreamError::Timeout(_)) => StatusCode::GATEWAY_TIMEOUT,
             IngressError::Upstream(_) => StatusCode::BAD_GATEWAY,
             IngressError::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            IngressError::RuleFailed(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -77,6 +81,9 @@ impl IngressError {
             IngressError::Upstream(_) => "target unavailable".to_owned(),
             IngressError::StoreUnavailable(_) => {
                 "temporarily unable to accept webhooks; retry later".to_owned()
+            }
+            IngressError::RuleFailed(_) => {
+                "the gateway failed to apply this route's rules; retry later".to_owned()
             }
             other => other.to_string(),
         };

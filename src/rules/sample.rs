@@ -97,8 +97,17 @@ pub async fn run(
             .next()
             .unwrap_or(transform::Decision {
                 admitted: true,
+                failed: None,
                 body: None,
             });
+        if let Some(reason) = d.failed {
+            let _ = writeln!(
+                out,
+                "== {}: dead letter: {reason} (the gateway would not deliver it)",
+                t.name
+            );
+            continue;
+        }
         if !d.admitted {
             let f = t.filter.as_deref().unwrap_or_default();
             let _ = writeln!(
@@ -119,7 +128,11 @@ pub async fn run(
                 b
             }
             Some(Err(e)) => {
-                let _ = writeln!(out, "== {}: delivery would fail: transform: {e}", t.name);
+                let _ = writeln!(
+                    out,
+                    "== {}: dead letter: {e} (the gateway would not deliver it)",
+                    t.name
+                );
                 continue;
             }
         };

@@ -10,7 +10,8 @@ use bytes::Bytes;
 fn label(e: &RunError) -> &'static str {
     match e {
         RunError::Timeout(_) => "timeout",
-        RunError::Busy => "busy",
+        RunError::Busy(_) => "busy",
+        RunError::OverMemory(_) => "memory",
         _ => "error",
     }
 }
@@ -18,9 +19,13 @@ fn label(e: &RunError) -> &'static str {
 /// What the rules decided for one target.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
-    /// No filter, or the filter's first output is truthy (false, null, an error or no output
-    /// decline).
+    /// No filter, or the filter's first output is truthy (false, null or no output
+    /// decline: the event is *filtered* for this target).
     pub admitted: bool,
+    /// The filter could not decide (an error, its deadline, its memory budget, a busy pool):
+    /// the reason, worded for a dead letter ("filter timed out after 250 ms"). Such an event
+    /// is not filtered: its delivery is dead, and a replay delivers it (the operator decides).
+    pub failed: Option<String>,
     /// With a transform, on an admitted event: the new JSON body, or why there is none.
     pub body: Option<Result<Bytes, String>>,
 }
@@ -38,6 +43,7 @@ pub fn admit_all(n: usize) -> Vec<Decision> {
     vec![
         Decision {
             admitted: true,
+            failed: None,
             body: None,
         };
         n
@@ -66,17 +72,29 @@ pub async fn decide(
 fn record(c: &m::JqMetrics, v: Verdict) -> Decision {
     let (route, target) = (c.route.as_str(), c.target.as_str());
     let admitted = v.admitted();
-    match &v.filter {
-        None => {}
-        Some(Ok(yes)) => c.run("filter", if *yes { "match" } else { "no_match" }),
+    let failed = match &v.filter {
+        None => None,
+        Some(Ok(yes)) => {
+            c.run("filter", if *yes { "match" } else { "no_match" });
+            None
+        }
         Some(Err(e)) => {
             c.run("filter", label(e));
-            tracing::warn!(route, target, error = %e, "filter failed: the event is not for this target");
+            tracing::warn!(route, target, error = %e, "filter failed: the delivery is dead, replay it once the rule is fixed");
+            Some(format!("filter {e}"))
         }
-    }
+    };
     let body = v.transform.map(|r| {
-        c.run("transform", if r.is_ok() { "ok" } else { "error" });
-        r.map_err(|e| e.to_string())
+        let outcome = match &r {
+            Ok(_) => "ok",
+            Err(e) => label(e),
+        };
+        c.run("transform", outcome);
+        r.map_err(|e| format!("transform {e}"))
     });
-    Decision { admitted, body }
+    Decision {
+        admitted,
+        failed,
+        body,
+    }
 }

@@ -542,6 +542,23 @@ fn enqueue_tx(txn: &Transaction, ev: &NewEvent) -> Result<Enqueued, StoreError> 
         ])
         .map_err(sql)?;
     }
+    let mut dead = txn
+        .prepare_cached(
+            "INSERT INTO deliveries (event_id, route, target, state, attempts, next_attempt_at, created_at, updated_at, last_error)
+             VALUES (?1, ?2, ?3, ?4, 0, ?5, ?5, ?5, ?6)",
+        )
+        .map_err(sql)?;
+    for (t, reason) in &ev.failed {
+        dead.execute(params![
+            ev.id,
+            ev.route,
+            t,
+            DeliveryState::Dead.code(),
+            now,
+            reason
+        ])
+        .map_err(sql)?;
+    }
     Ok(Enqueued::Stored { id: ev.id.clone() })
 }
 

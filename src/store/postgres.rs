@@ -476,6 +476,17 @@ impl Store for PgStore {
                     )?;
                 }
             }
+            let dead = DeliveryState::Dead.code() as i16;
+            for (t, reason) in &ev.failed {
+                self.note(
+                    tx.execute(
+                        "INSERT INTO deliveries (event_id, route, target, state, attempts, next_attempt_at, created_at, updated_at, last_error)
+                         VALUES ($1, $2, $3, $4, 0, $5, $5, $5, $6)",
+                        &[&ev.id, &ev.route, t, &dead, &now, reason],
+                    )
+                    .await,
+                )?;
+            }
             // Delivered to listeners on commit: idle workers of this route wake up.
             self.note(
                 tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &ev.route])

@@ -331,8 +331,10 @@ pub async fn start_in(dir: &Path, yaml: &str) -> hookgate::app::Gateway {
     }
 }
 
-/// Gateway logs in test output, filtered by RUST_LOG (silent by default).
+/// Gateway logs in test output, filtered by RUST_LOG (silent by default); jq workers from
+/// the `hookgate` binary cargo built for these tests (this executable is not one).
 pub fn init_logs() {
+    hookgate::rules::pool::set_worker_program(env!("CARGO_BIN_EXE_hookgate"));
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off"));
     let _ = tracing_subscriber::fmt()
