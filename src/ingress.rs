@@ -242,6 +242,16 @@ async fn pipeline(
     let server = &rt.config.server;
     let (parts, body) = req.into_parts();
 
+    // RFC 9112 §3.2: an HTTP/1.1 request carries exactly one Host; routing by the first of
+    // two could send it somewhere a proxy in front did not mean.
+    if parts.version == http::Version::HTTP_11 {
+        match parts.headers.get_all(http::header::HOST).iter().count() {
+            1 => {}
+            0 => return Err(IngressError::BadHost("missing Host header")),
+            _ => return Err(IngressError::BadHost("more than one Host header")),
+        }
+    }
+
     // Route: which configured endpoint this is (404 / 405 otherwise).
     let host = router::request_host(&parts.uri, &parts.headers);
     let idx = router::find(&rt.routes, host.as_deref(), parts.uri.path(), &parts.method)?;

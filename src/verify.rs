@@ -79,6 +79,12 @@ impl Rejection {
             detail: format!("header {name} malformed: {why}"),
         }
     }
+    pub fn repeated_header(name: &str) -> Self {
+        Rejection {
+            kind: "repeated_header",
+            detail: format!("header {name} sent more than once"),
+        }
+    }
     pub fn no_match(secrets: usize, body_len: usize) -> Self {
         Rejection {
             kind: "no_match",
@@ -112,10 +118,36 @@ impl Verifier {
     }
 
     fn check(&self, req: &Unverified, now: SystemTime) -> Result<Matched, Rejection> {
+        self.refuse_repeated_signatures(&req.parts.headers)?;
         match self {
             Verifier::Provider(v) => v.check(&req.parts, &req.body, now, req.tls).map(Some),
             Verifier::Hmac(v) => v.check(&req.parts, &req.body, now).map(Some),
             Verifier::None => Ok(None),
+        }
+    }
+
+    /// A signature header sent twice is ambiguous: which one counts would depend on the
+    /// order, so the request fails whatever the order. (Several signatures inside one
+    /// header, where a scheme allows it, are the scheme's business.)
+    fn refuse_repeated_signatures(&self, headers: &http::HeaderMap) -> Result<(), Rejection> {
+        let repeated = |name: &str| headers.get_all(name).iter().nth(1).is_some();
+        let found = match self {
+            Verifier::Provider(v) => v
+                .spec
+                .provider
+                .signature_headers()
+                .iter()
+                .find(|n| repeated(n))
+                .map(|n| n.to_string()),
+            Verifier::Hmac(v) => {
+                let name = v.header_name();
+                repeated(name.as_str()).then(|| name.to_string())
+            }
+            Verifier::None => None,
+        };
+        match found {
+            Some(name) => Err(Rejection::repeated_header(&name)),
+            None => Ok(()),
         }
     }
 

@@ -89,3 +89,58 @@ fn sample_errors_exit_1() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--route"));
 }
+
+/// `check --sample` runs under the gateway's own limits (a 1 KiB body allows 4 MiB of
+/// output; a stuck filter times out as it would at run time) and never prints a credential
+/// that a target's `headers.set` adds.
+#[test]
+fn samples_run_under_the_gateway_limits_and_hide_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("routes.yaml");
+    std::fs::write(
+        &config,
+        r#"server: { listen: ["127.0.0.1:0"], max_body: 1KiB }
+admin: { listen: "127.0.0.1:0" }
+routes:
+  - name: gh
+    path: /gh
+    mode: async
+    verify: { github: { secret: "abc" } }
+    targets:
+      - name: big
+        url: http://127.0.0.1:9/
+        transform: '"x" * 5000000'
+      - name: stuck
+        url: http://127.0.0.1:9/
+        filter: 'last(range(1e12)) > 0'
+      - name: creds
+        url: http://127.0.0.1:9/
+        headers:
+          set: { Authorization: "Bearer CANARY-one", X-Api-Key: "CANARY-two", X-Source: github }
+"#,
+    )
+    .unwrap();
+    let sample = dir.path().join("s.json");
+    std::fs::write(&sample, br#"{"a": 1}"#).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_hookgate"))
+        .args(["check", "-c"])
+        .arg(&config)
+        .arg("--sample")
+        .arg(&sample)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("== big: dead letter: transform output is larger than 4194304 bytes"),
+        "{text}"
+    );
+    assert!(
+        text.contains("== stuck: dead letter: filter timed out after 250 ms"),
+        "{text}"
+    );
+    assert!(text.contains("authorization: [redacted]"), "{text}");
+    assert!(text.contains("x-api-key: [redacted]"), "{text}");
+    assert!(text.contains("x-source: github"), "{text}");
+    assert!(!text.contains("CANARY"), "{text}");
+}

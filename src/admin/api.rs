@@ -37,16 +37,7 @@ fn ok(v: serde_json::Value) -> HttpResponse {
     json(StatusCode::OK, v.to_string())
 }
 
-/// Headers that carry a secret or a signature are shown as `[redacted]`.
-fn redact(name: &str) -> bool {
-    let n = name.to_ascii_lowercase();
-    n == "authorization"
-        || n == "cookie"
-        || n.contains("signature")
-        || n.contains("token")
-        || n.contains("hmac")
-        || n == "x-hub-signature"
-}
+use crate::config::secret::is_credential_header as redact;
 
 fn split_target(t: &str) -> Option<(String, String)> {
     t.split_once('/').map(|(r, t)| (r.to_owned(), t.to_owned()))

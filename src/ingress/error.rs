@@ -20,6 +20,8 @@ pub enum IngressError {
     BodyTimeout,
     #[error("cannot read request body: {0}")]
     BadBody(String),
+    #[error("{0}")]
+    BadHost(&'static str),
     /// The precise reason is logged and counted; the sender learns nothing about it.
     #[error("unauthorized")]
     Unauthorized,
@@ -61,7 +63,7 @@ impl IngressError {
             IngressError::Forbidden => StatusCode::FORBIDDEN,
             IngressError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             IngressError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
-            IngressError::BadBody(_) => StatusCode::BAD_REQUEST,
+            IngressError::BadBody(_) | IngressError::BadHost(_) => StatusCode::BAD_REQUEST,
             IngressError::Unauthorized => StatusCode::UNAUTHORIZED,
             IngressError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             IngressError::RequestTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -102,7 +104,9 @@ impl IngressError {
             IngressError::StoreUnavailable(_) => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
             }
-            IngressError::PayloadTooLarge { .. } | IngressError::BodyTimeout => {
+            IngressError::PayloadTooLarge { .. }
+            | IngressError::BodyTimeout
+            | IngressError::BadHost(_) => {
                 // The rest of the body is never read, so the connection cannot be reused.
                 h.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }

@@ -175,6 +175,11 @@ pub async fn run(
             .collect();
         names.sort();
         for (n, v) in names {
+            let v = if crate::config::secret::is_credential_header(&n) {
+                "[redacted]"
+            } else {
+                v.as_str()
+            };
             let _ = writeln!(out, "{n}: {v}");
         }
         if t.sign_key.is_some() {

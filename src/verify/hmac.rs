@@ -23,6 +23,13 @@ pub struct GenericHmac {
     template: Vec<Piece>,
 }
 
+impl GenericHmac {
+    /// The header that carries the signature.
+    pub fn header_name(&self) -> &http::HeaderName {
+        &self.spec.header
+    }
+}
+
 fn compile(t: &str) -> Vec<Piece> {
     let mut out = Vec::new();
     let mut rest = t;
