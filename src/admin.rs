@@ -29,6 +29,9 @@ pub struct Admin {
     pub engine: Arc<Engine>,
     pub ingress: Arc<Ingress>,
     pub reloader: Arc<crate::config::reload::Reloader>,
+    /// The public listeners' connection cap: none left means a load balancer should send
+    /// traffic elsewhere.
+    pub connections: Arc<tokio::sync::Semaphore>,
 }
 
 impl Admin {
@@ -48,7 +51,9 @@ impl Admin {
 
     /// Ready: listeners up and, when there is a store, the store taking writes.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire) && self.store.as_ref().is_none_or(|s| s.healthy())
+        self.ready.load(Ordering::Acquire)
+            && self.store.as_ref().is_none_or(|s| s.healthy())
+            && self.connections.available_permits() > 0
     }
 
     pub async fn handle(&self, req: Request<hyper::body::Incoming>) -> HttpResponse {

@@ -130,6 +130,8 @@ impl Gateway {
             })?;
 
         let connections = Arc::new(Semaphore::new(server.max_connections.max(1)));
+        let per_ip = (server.max_connections_per_ip > 0)
+            .then(|| crate::server::guard::PerIp::new(server.max_connections_per_ip));
         let mut public_addrs = Vec::new();
         for l in listeners {
             public_addrs.push(l.local_addr().map_err(|source| StartError::Bind {
@@ -138,6 +140,8 @@ impl Gateway {
             })?);
             let settings = Settings {
                 header_timeout: server.header_timeout,
+                idle_timeout: server.idle_timeout,
+                per_ip: per_ip.clone(),
                 connections: connections.clone(),
                 tls: tls.clone(),
                 count_connections: true,
@@ -171,6 +175,7 @@ impl Gateway {
             engine,
             ingress: ingress.clone(),
             reloader: reloader.clone(),
+            connections: connections.clone(),
         });
         let a = admin.clone();
         let admin_handler = move |req, _conn: ConnInfo| {
@@ -179,6 +184,8 @@ impl Gateway {
         };
         let admin_settings = Settings {
             header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            per_ip: None,
             connections: Arc::new(Semaphore::new(64)),
             tls: None,
             count_connections: false,

@@ -99,3 +99,123 @@ async fn a_repeated_signature_header_fails_whatever_the_order() {
     good_request_succeeds(&gw).await;
     gw.gw.drain().await;
 }
+
+async fn connect_from(source: &str, gw: &TestGateway) -> TcpStream {
+    let s = tokio::net::TcpSocket::new_v4().unwrap();
+    s.bind(format!("{source}:0").parse().unwrap()).unwrap();
+    s.connect(gw.addr).await.unwrap()
+}
+
+/// Reads until the gateway closes `s`; how long that took.
+async fn closed_within(mut s: TcpStream, limit: Duration) -> Duration {
+    let started = std::time::Instant::now();
+    let mut buf = Vec::new();
+    tokio::time::timeout(limit, s.read_to_end(&mut buf))
+        .await
+        .expect("the gateway kept the connection open")
+        .ok();
+    started.elapsed()
+}
+
+async fn ready(gw: &TestGateway) -> u16 {
+    let req = http::Request::get("/readyz")
+        .body(Default::default())
+        .unwrap();
+    plain(gw.admin, req).await.status.as_u16()
+}
+
+/// Connections that send nothing are closed after the header timeout, idle keep-alive
+/// connections after the idle timeout, and one address cannot take every connection: the
+/// gateway keeps serving a good sender throughout, and `/readyz` says when it is full.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_and_idle_connections_are_bounded() {
+    let rx = TestReceiver::start().await;
+    let limits = "  header_timeout: 400ms\n  idle_timeout: 600ms\n  max_connections: 8\n  max_connections_per_ip: 5\n";
+    let gw = gateway(&rx, limits).await;
+    let mut silent = Vec::new();
+    for _ in 0..5 {
+        silent.push(connect_from("127.0.0.2", &gw).await);
+    }
+    // Over the address's share: closed at once.
+    let extra = connect_from("127.0.0.2", &gw).await;
+    assert!(closed_within(extra, Duration::from_secs(2)).await < Duration::from_millis(300));
+    good_request_succeeds(&gw).await;
+    assert_eq!(ready(&gw).await, 200);
+    // Three more from elsewhere fill the gateway: not ready, so a balancer looks elsewhere.
+    for _ in 0..3 {
+        silent.push(connect_from("127.0.0.3", &gw).await);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(ready(&gw).await, 503);
+    // Silence costs the header timeout, then the places are free again.
+    for s in silent {
+        let t = closed_within(s, Duration::from_secs(5)).await;
+        assert!(t < Duration::from_millis(1500), "{t:?}");
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(ready(&gw).await, 200);
+    good_request_succeeds(&gw).await;
+
+    // HTTP/1.1 keep-alive: the next request's headers must come within the header timeout.
+    let mut s = connect_from("127.0.0.4", &gw).await;
+    let body = br#"{"zen":"ok"}"#;
+    let sig = github_sig(SECRET, body);
+    let req = format!(
+        "POST /hooks/github HTTP/1.1\r\nHost: a\r\nx-hub-signature-256: {sig}\r\ncontent-length: {}\r\n\r\n{}",
+        body.len(),
+        String::from_utf8_lossy(body)
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut first = [0u8; 12];
+    s.read_exact(&mut first).await.unwrap();
+    assert_eq!(&first, b"HTTP/1.1 200");
+    let t = closed_within(s, Duration::from_secs(5)).await;
+    assert!(t < Duration::from_secs(2), "{t:?}");
+
+    // HTTP/2: a client that made a request and then only answers PINGs is closed after the
+    // idle timeout.
+    let tcp = connect_from("127.0.0.5", &gw).await;
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    let conn = tokio::spawn(conn);
+    let h = [("x-hub-signature-256", sig.as_str())];
+    let resp = send
+        .send_request(post("/hooks/github", &h, body))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let idle_from = std::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(5), conn)
+        .await
+        .expect("the idle HTTP/2 connection stayed open")
+        .unwrap()
+        .ok();
+    let t = idle_from.elapsed();
+    assert!(
+        t >= Duration::from_millis(550) && t < Duration::from_secs(3),
+        "{t:?}"
+    );
+    drop(send);
+
+    let m = plain(
+        gw.admin,
+        http::Request::get("/metrics")
+            .body(Default::default())
+            .unwrap(),
+    )
+    .await;
+    let m = metrics_text(&m.body);
+    for reason in ["per_ip", "first_request", "idle"] {
+        assert!(
+            m.contains(&format!(
+                "hookgate_connections_closed_total{{reason=\"{reason}\"}}"
+            )),
+            "{reason}: {m}"
+        );
+    }
+    gw.gw.drain().await;
+}

@@ -14,6 +14,7 @@ pub const UPSTREAM_DURATION: &str = "hookgate_upstream_duration_seconds";
 pub const UPSTREAM_RESPONSES: &str = "hookgate_upstream_responses_total";
 pub const OPEN_CONNECTIONS: &str = "hookgate_open_connections";
 pub const TLS_HANDSHAKE_FAILURES: &str = "hookgate_tls_handshake_failures_total";
+pub const CONNECTIONS_CLOSED: &str = "hookgate_connections_closed_total";
 pub const EVENTS: &str = "hookgate_events_total";
 pub const JQ_RUNS: &str = "hookgate_jq_runs_total";
 pub const RELOADS: &str = "hookgate_reloads_total";
@@ -121,6 +122,10 @@ fn describe() {
     describe_counter!(
         TLS_HANDSHAKE_FAILURES,
         "TLS handshakes that failed or timed out."
+    );
+    describe_counter!(
+        CONNECTIONS_CLOSED,
+        "Connections closed by a limit: no first request in time (first_request), idle between requests (idle), over the per-address cap (per_ip)."
     );
 }
 

@@ -31,6 +31,10 @@ pub struct Server {
     pub header_timeout: Duration,
     pub request_timeout: Duration,
     pub max_connections: usize,
+    /// Open connections one client address may hold (0: no limit).
+    pub max_connections_per_ip: usize,
+    /// A connection with no request in flight for this long is closed.
+    pub idle_timeout: Duration,
     pub trusted_proxies: Vec<IpNet>,
     pub shutdown_grace: Duration,
 }

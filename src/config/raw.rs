@@ -75,6 +75,8 @@ pub struct RawServer {
     pub header_timeout: Option<Str>,
     pub request_timeout: Option<Str>,
     pub max_connections: Option<Str>,
+    pub max_connections_per_ip: Option<Str>,
+    pub idle_timeout: Option<Str>,
     pub trusted_proxies: Option<Vec<Str>>,
     pub shutdown_grace: Option<Str>,
 }

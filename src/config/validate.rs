@@ -266,6 +266,12 @@ fn server(raw: Option<&Spanned<RawServer>>, ctx: &mut Ctx) -> Server {
         header_timeout,
         request_timeout: ctx.duration(r.request_timeout.as_ref(), Duration::from_secs(30)),
         max_connections: ctx.number(r.max_connections.as_ref(), "max_connections", 10_000),
+        max_connections_per_ip: ctx.number(
+            r.max_connections_per_ip.as_ref(),
+            "max_connections_per_ip",
+            256,
+        ),
+        idle_timeout: ctx.duration(r.idle_timeout.as_ref(), Duration::from_secs(60)),
         trusted_proxies: ctx.cidrs(r.trusted_proxies.as_ref()),
         shutdown_grace: ctx.duration(r.shutdown_grace.as_ref(), Duration::from_secs(30)),
     }

@@ -6,6 +6,7 @@
 use crate::admin::metrics as m;
 use crate::ingress::error::HttpResponse;
 use crate::ingress::ConnInfo;
+use crate::server::guard::{Activity, PerIp};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -22,6 +23,10 @@ use tokio_rustls::TlsAcceptor;
 
 pub struct Settings {
     pub header_timeout: Duration,
+    /// Time a connection may sit with no request in flight, after its first request.
+    pub idle_timeout: Duration,
+    /// Connections one client address may hold (`None`: no limit).
+    pub per_ip: Option<Arc<PerIp>>,
     pub connections: Arc<Semaphore>,
     pub tls: Option<(TlsAcceptor, Duration)>,
     /// Count connections in `hookgate_open_connections` (public listeners only).
@@ -96,28 +101,48 @@ pub async fn serve<H: Handler>(
             },
             _ = shutdown.changed() => break,
         };
+        let slot = match &settings.per_ip {
+            None => None,
+            Some(p) => match p.admit(peer.ip()) {
+                Some(slot) => Some(slot),
+                None => {
+                    metrics::counter!(m::CONNECTIONS_CLOSED, "reason" => "per_ip").increment(1);
+                    tracing::debug!(%peer, "connection refused: this address holds its share of connections");
+                    continue;
+                }
+            },
+        };
         let _ = stream.set_nodelay(true);
         let watcher = graceful.watcher();
+        let limits = (settings.header_timeout, settings.idle_timeout);
         let builder = builder.clone();
         let handler = handler.clone();
         let tls = settings.tls.clone();
         let count = settings.count_connections;
         tokio::spawn(async move {
-            let _permit = permit;
+            let (_permit, _slot) = (permit, slot);
             if count {
                 metrics::gauge!(m::OPEN_CONNECTIONS).increment(1.0);
             }
             match tls {
                 None => {
                     let conn = ConnInfo { peer, tls: false };
-                    serve_conn(TokioIo::new(stream), &builder, handler, conn, watcher).await;
+                    serve_conn(
+                        TokioIo::new(stream),
+                        &builder,
+                        handler,
+                        conn,
+                        watcher,
+                        limits,
+                    )
+                    .await;
                 }
                 Some((acceptor, deadline)) => {
                     match tokio::time::timeout(deadline, acceptor.accept(stream)).await {
                         Ok(Ok(tls_stream)) => {
                             let conn = ConnInfo { peer, tls: true };
-                            serve_conn(TokioIo::new(tls_stream), &builder, handler, conn, watcher)
-                                .await;
+                            let io = TokioIo::new(tls_stream);
+                            serve_conn(io, &builder, handler, conn, watcher, limits).await;
                         }
                         Ok(Err(e)) => {
                             metrics::counter!(m::TLS_HANDSHAKE_FAILURES).increment(1);
@@ -145,19 +170,35 @@ async fn serve_conn<I, H>(
     handler: H,
     conn: ConnInfo,
     watcher: hyper_util::server::graceful::Watcher,
+    (first, idle): (Duration, Duration),
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     H: Handler,
 {
+    let activity = Activity::new();
+    let requests = activity.clone();
     let svc = service_fn(move |req| {
+        let in_flight = requests.begin();
         // The request's future is several KiB: boxed once here, hyper moves a pointer
         // instead of copying the whole state at each layer.
         let handler = handler.clone();
         let fut = Box::pin(async move { handler.call(req, conn).await });
-        async move { Ok::<_, Infallible>(fut.await) }
+        async move {
+            let resp = fut.await;
+            drop(in_flight);
+            Ok::<_, Infallible>(resp)
+        }
     });
-    let connection = builder.serve_connection(io, svc);
-    if let Err(e) = watcher.watch(connection.into_owned()).await {
-        tracing::debug!(peer = %conn.peer, error = %e, "connection ended with an error");
+    let connection = watcher.watch(builder.serve_connection(io, svc).into_owned());
+    tokio::select! {
+        r = connection => {
+            if let Err(e) = r {
+                tracing::debug!(peer = %conn.peer, error = %e, "connection ended with an error");
+            }
+        }
+        reason = activity.idle(first, idle) => {
+            metrics::counter!(m::CONNECTIONS_CLOSED, "reason" => reason).increment(1);
+            tracing::debug!(peer = %conn.peer, reason, "connection closed: no request in time");
+        }
     }
 }
