@@ -153,7 +153,7 @@ fn run_filter(f: &Compiled, body: &Val, vars: &Vars) -> Result<bool, RunError> {
     let f = f.as_ref().map_err(Clone::clone)?;
     let inputs = RcIter::new(core::iter::empty());
     let mut out = f.run((Ctx::new(vars.0.clone(), &inputs), body.clone()));
-    let r = match out.next() {
+    match out.next() {
         None => Ok(false),
         Some(Ok(v)) => {
             let yes = truthy(&v);
@@ -162,8 +162,7 @@ fn run_filter(f: &Compiled, body: &Val, vars: &Vars) -> Result<bool, RunError> {
         }
         // An error before any output declines, as jq's `select` would.
         Some(Err(e)) => Err(RunError::Jq(e.to_string())),
-    };
-    r
+    }
 }
 
 /// Writes `v` as compact JSON to `out`, as jq prints it (a float that is not finite as

@@ -104,16 +104,16 @@ impl Shared {
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Queues `job`, or gives it back when the queue is full or closed.
-    fn push(&self, job: Job) -> Result<(), Job> {
+    /// Queues `job`; `false` (and the job dropped) when the queue is full or closed.
+    fn push(&self, job: Job) -> bool {
         let mut q = self.lock();
         if q.closed || q.jobs.len() >= QUEUE {
-            return Err(job);
+            return false;
         }
         q.jobs.push_back(job);
         drop(q);
         self.ready.notify_one();
-        Ok(())
+        true
     }
 
     /// Puts jobs that did not run back at the front, in their order.
@@ -214,7 +214,7 @@ impl JqPool {
             queued: Instant::now(),
             reply: tx,
         };
-        if self.shared.0.push(job).is_err() {
+        if !self.shared.0.push(job) {
             return Verdict::all_failed(&plans.list, &RunError::Busy(Duration::ZERO));
         }
         // A driver answers within the queue wait and a deadline; the margin covers writing
@@ -331,7 +331,9 @@ impl Worker {
         let mut jobs = batch.into_iter();
         if self.io.write_all(&self.out).await.is_err() {
             let e = self.ended(limits).await;
-            jobs.next().map(|j| j.fail(&e));
+            if let Some(j) = jobs.next() {
+                j.fail(&e);
+            }
             return Err(jobs.collect());
         }
         while let Some(job) = jobs.next() {
