@@ -1,5 +1,5 @@
-//! Configuration: `routes.yaml` → raw serde structs (unknown keys rejected) → validation that
-//! collects every problem with its `FILE:LINE:COL` → the runtime model. First stage of the
+//! Configuration: `routes.yaml` → raw serde structs (unknown keys collected, not stopped at) →
+//! validation that collects every problem with its `FILE:LINE:COL` → the runtime model. First stage of the
 //! data path: nothing runs on a config that did not pass all three.
 
 pub mod interp;
@@ -114,12 +114,16 @@ pub fn load_bytes(
         with_snippet: false,
         ..Default::default()
     };
+    let mut unknown = Vec::new();
     let raw: raw::RawConfig = if text.trim().is_empty() {
         raw::RawConfig::default()
     } else {
-        serde_saphyr::from_str_with_options(text, options)
-            .map_err(|e| fail(vec![yaml_error(&e, text)]))?
+        serde_saphyr::with_deserializer_from_str_with_options(text, options, |de| {
+            serde_ignored::deserialize(de, |path| unknown.push(key_path(&path)))
+        })
+        .map_err(|e| fail(vec![yaml_error(&e, text)]))?
     };
+    let unknown = unknown_keys(text, &unknown);
     let base_dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -132,7 +136,7 @@ pub fn load_bytes(
     };
     let built = validate::build(&raw, &mut ctx);
     match built {
-        Some((server, admin, storage, routes)) => Ok(Loaded {
+        Some((server, admin, storage, routes)) if unknown.is_empty() => Ok(Loaded {
             config: Config {
                 path: path.to_owned(),
                 hash: hex::encode(Sha256::digest(bytes)),
@@ -144,8 +148,9 @@ pub fn load_bytes(
             },
             warnings: ctx.diags.warnings,
         }),
-        None => {
+        _ => {
             let mut errors = ctx.diags.errors;
+            errors.extend(unknown);
             errors.sort_by_key(|d| (d.line, d.column));
             Err(fail(errors))
         }
@@ -172,6 +177,58 @@ fn yaml_error(e: &serde_saphyr::Error, text: &str) -> Diagnostic {
         }
     }
     d
+}
+
+/// The keys and indexes leading to an ignored (unknown) key, the key last: `value` levels
+/// are the position-keeping wrappers of the raw structs, not keys of the file.
+fn key_path(path: &serde_ignored::Path) -> Vec<String> {
+    use serde_ignored::Path;
+    let mut out = Vec::new();
+    let mut at = path;
+    loop {
+        at = match at {
+            Path::Root => break,
+            Path::Seq { parent, index } => {
+                out.push(index.to_string());
+                parent
+            }
+            Path::Map { parent, key } => {
+                if key != "value" {
+                    out.push(key.clone());
+                }
+                parent
+            }
+            Path::Some { parent }
+            | Path::NewtypeStruct { parent }
+            | Path::NewtypeVariant { parent } => parent,
+        };
+    }
+    out.reverse();
+    out
+}
+
+/// One error per unknown key, at the key: the keys come in the file's order, so each is
+/// looked for after the one before.
+fn unknown_keys(text: &str, paths: &[Vec<String>]) -> Vec<Diagnostic> {
+    let mut from = 1;
+    paths
+        .iter()
+        .filter_map(|path| {
+            let (name, parents) = path.split_last()?;
+            let (line, column) = find_key(text, name, from).unwrap_or((0, 0));
+            from = line.max(from);
+            let within = if parents.is_empty() {
+                String::new()
+            } else {
+                format!(" in `{}`", parents.join("."))
+            };
+            Some(Diagnostic {
+                line,
+                column,
+                message: format!("unknown field `{name}`{within}"),
+            })
+        })
+        .collect()
 }
 
 /// The first `name:` key at or after line `from` (1-based), as (line, column).

@@ -16,6 +16,7 @@ pub mod pool;
 pub mod project;
 pub mod sample;
 pub mod transform;
+pub mod unbounded;
 mod wire;
 pub mod worker;
 

@@ -130,7 +130,7 @@ async fn ready(gw: &TestGateway) -> u16 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_and_idle_connections_are_bounded() {
     let rx = TestReceiver::start().await;
-    let limits = "  header_timeout: 400ms\n  idle_timeout: 600ms\n  max_connections: 8\n  max_connections_per_ip: 5\n";
+    let limits = "  header_timeout: 400ms\n  idle_timeout: 600ms\n  max_connections: 8\n  max_connections_per_ip: 5\n  h2c: true\n";
     let gw = gateway(&rx, limits).await;
     let mut silent = Vec::new();
     for _ in 0..5 {

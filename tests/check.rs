@@ -281,3 +281,37 @@ fn jq_errors_point_inside_the_yaml_string() {
     has(&err, &p, 9, 25, "calls itself");
     has(&err, &p, 13, 15, "jq syntax error");
 }
+
+#[test]
+fn unknown_keys_are_reported_with_every_other_problem() {
+    let yaml = GOOD
+        .replace("    mode: sync\n", "    mode: sync\n    verfy_typo: 1\n")
+        .replace("/hooks/github", "hooks/github");
+    let (code, _, err, p, _d) = check(&yaml, &[]);
+    assert_eq!(code, 1);
+    has(&err, &p, 7, 5, "unknown field `verfy_typo` in `routes.0`");
+    has(
+        &err,
+        &p,
+        10,
+        17,
+        "environment variable GH_SECRET is not set",
+    );
+    // And the path without its leading `/`: three problems, one run.
+    assert_eq!(err.lines().count(), 3, "{err}");
+}
+
+#[test]
+fn programs_that_can_run_without_end_are_warned_about() {
+    let yaml = GOOD.replace(
+        "        url: ",
+        "        filter: 'last(range(.n)) > 0'\n        url: ",
+    );
+    let (code, _, err, _p, _d) = check(&yaml, &[("GH_SECRET", "s")]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("warning:"), "{err}");
+    assert!(
+        err.contains("jq `range` bound `.n` is not a number literal"),
+        "{err}"
+    );
+}

@@ -35,6 +35,8 @@ pub struct Server {
     pub max_connections_per_ip: usize,
     /// A connection with no request in flight for this long is closed.
     pub idle_timeout: Duration,
+    /// HTTP/2 without TLS (prior knowledge) on plain listeners; off: HTTP/1.1 only there.
+    pub h2c: bool,
     pub trusted_proxies: Vec<IpNet>,
     pub shutdown_grace: Duration,
 }

@@ -52,7 +52,6 @@ impl<'de> Deserialize<'de> for Scalar {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawConfig {
     #[serde(default)]
     pub server: Option<Spanned<RawServer>>,
@@ -67,7 +66,6 @@ pub struct RawConfig {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawServer {
     pub listen: Option<Vec<Str>>,
     pub tls: Option<Spanned<RawTls>>,
@@ -77,12 +75,12 @@ pub struct RawServer {
     pub max_connections: Option<Str>,
     pub max_connections_per_ip: Option<Str>,
     pub idle_timeout: Option<Str>,
+    pub h2c: Option<Str>,
     pub trusted_proxies: Option<Vec<Str>>,
     pub shutdown_grace: Option<Str>,
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawTls {
     pub cert: Option<Str>,
     pub key: Option<Str>,
@@ -93,14 +91,12 @@ pub struct RawTls {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawAdmin {
     pub listen: Option<Str>,
     pub token: Option<Str>,
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawStorage {
     pub backend: Option<Str>,
     pub path: Option<Str>,
@@ -110,7 +106,6 @@ pub struct RawStorage {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawPostgres {
     pub url: Option<Str>,
     pub pool: Option<Str>,
@@ -118,7 +113,6 @@ pub struct RawPostgres {
 
 /// Per-target delivery settings; `defaults:` and each target share this shape.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawTargetSettings {
     pub timeout: Option<Str>,
     pub concurrency: Option<Str>,
@@ -127,7 +121,6 @@ pub struct RawTargetSettings {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawRate {
     pub per_second: Option<Str>,
     pub burst: Option<Str>,
@@ -135,7 +128,6 @@ pub struct RawRate {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawRetry {
     pub max_attempts: Option<Str>,
     pub initial: Option<Str>,
@@ -144,7 +136,6 @@ pub struct RawRetry {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawRoute {
     pub name: Option<Str>,
     pub path: Option<Str>,
@@ -193,8 +184,9 @@ impl<'de> Deserialize<'de> for RawDedup {
                     match k.as_str() {
                         "window" => window = Some(m.next_value::<Str>()?),
                         "header" => header = Some(m.next_value::<Str>()?),
-                        other => {
-                            return Err(de::Error::unknown_field(other, &["window", "header"]))
+                        // Reported with every other unknown key (see `config::unknown_keys`).
+                        _ => {
+                            m.next_value::<de::IgnoredAny>()?;
                         }
                     }
                 }
@@ -206,7 +198,6 @@ impl<'de> Deserialize<'de> for RawDedup {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawVerify {
     pub github: Option<Spanned<RawProvider>>,
     pub stripe: Option<Spanned<RawProvider>>,
@@ -230,7 +221,6 @@ pub struct RawVerify {
 
 /// The keys any dedicated verifier may take; validation says which apply to which provider.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawProvider {
     pub secret: Option<Str>,
     pub secrets: Option<Vec<Str>>,
@@ -244,7 +234,6 @@ pub struct RawProvider {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawHmac {
     pub secret: Option<Str>,
     pub secrets: Option<Vec<Str>>,
@@ -261,7 +250,6 @@ pub struct RawHmac {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawTarget {
     pub name: Option<Str>,
     pub url: Option<Str>,
@@ -277,7 +265,6 @@ pub struct RawTarget {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawHeaders {
     #[serde(default)]
     pub set: Entries,
@@ -287,14 +274,14 @@ pub struct RawHeaders {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawTargetTls {
     pub ca: Option<Str>,
     pub cert: Option<Str>,
     pub key: Option<Str>,
 }
 
-/// A YAML mapping kept in written order with each key's and value's position.
+/// A YAML mapping kept in written order with each value's position (a key is placed at its
+/// value, on the same line).
 #[derive(Debug, Default)]
 pub struct Entries(pub Vec<(Str, Str)>);
 
@@ -308,7 +295,11 @@ impl<'de> Deserialize<'de> for Entries {
             }
             fn visit_map<A: de::MapAccess<'de>>(self, mut m: A) -> Result<Entries, A::Error> {
                 let mut out = Vec::new();
-                while let Some((k, v)) = m.next_entry::<Str, Str>()? {
+                // The key is read as a plain scalar (so unknown-key tracking can name it) and
+                // placed where its value is: on the same line.
+                while let Some(k) = m.next_key::<Scalar>()? {
+                    let v: Str = m.next_value()?;
+                    let k = Spanned::new(k, v.referenced, v.defined);
                     out.push((k, v));
                 }
                 Ok(Entries(out))
@@ -319,7 +310,6 @@ impl<'de> Deserialize<'de> for Entries {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawSign {
     pub secret: Option<Str>,
 }

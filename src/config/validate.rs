@@ -34,7 +34,17 @@ impl Ctx<'_> {
     pub fn program(&mut self, s: &Str) -> Option<std::sync::Arc<str>> {
         let code = self.text(s)?;
         match crate::rules::check(&code) {
-            Ok(()) => Some(std::sync::Arc::from(code.as_str())),
+            Ok(()) => {
+                for (offset, message) in crate::rules::unbounded::warnings(&code) {
+                    let (line, column) = self.inside(&s.referenced, &code, offset);
+                    self.diags.warnings.push(Diagnostic {
+                        line,
+                        column,
+                        message,
+                    });
+                }
+                Some(std::sync::Arc::from(code.as_str()))
+            }
             Err(e) => {
                 let (line, column) = self.inside(&s.referenced, &code, e.offset);
                 self.diags.errors.push(Diagnostic {
@@ -272,6 +282,7 @@ fn server(raw: Option<&Spanned<RawServer>>, ctx: &mut Ctx) -> Server {
             256,
         ),
         idle_timeout: ctx.duration(r.idle_timeout.as_ref(), Duration::from_secs(60)),
+        h2c: ctx.boolean(r.h2c.as_ref(), false),
         trusted_proxies: ctx.cidrs(r.trusted_proxies.as_ref()),
         shutdown_grace: ctx.duration(r.shutdown_grace.as_ref(), Duration::from_secs(30)),
     }

@@ -29,6 +29,9 @@ pub struct Settings {
     pub per_ip: Option<Arc<PerIp>>,
     pub connections: Arc<Semaphore>,
     pub tls: Option<(TlsAcceptor, Duration)>,
+    /// Serve HTTP/2 without TLS (prior knowledge) on a plain listener; TLS listeners offer
+    /// HTTP/2 by ALPN either way.
+    pub h2c: bool,
     /// Count connections in `hookgate_open_connections` (public listeners only).
     pub count_connections: bool,
 }
@@ -55,8 +58,11 @@ where
     }
 }
 
-fn builder(header_timeout: Duration) -> Builder<TokioExecutor> {
+fn builder(header_timeout: Duration, http1_only: bool) -> Builder<TokioExecutor> {
     let mut b = Builder::new(TokioExecutor::new());
+    if http1_only {
+        b = b.http1_only();
+    }
     b.http1()
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
@@ -76,7 +82,8 @@ pub async fn serve<H: Handler>(
     handler: H,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let builder = Arc::new(builder(settings.header_timeout));
+    let http1_only = settings.tls.is_none() && !settings.h2c;
+    let builder = Arc::new(builder(settings.header_timeout, http1_only));
     let graceful = GracefulShutdown::new();
     loop {
         if *shutdown.borrow() {
