@@ -6,6 +6,8 @@ pub mod admin;
 pub mod app;
 pub mod config;
 pub mod deliver;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ingress;
 pub mod rules;
 pub mod server;

@@ -13,6 +13,9 @@ const GH: &str = "CANARY-gh-secret-4f1d";
 const BEARER: &str = "CANARY-bearer-token-9a7c";
 const ADMIN: &str = "CANARY-admin-token-1e2b";
 const SIGN_RAW: &[u8] = b"CANARY-signing-key-77";
+/// Credentials a target's `headers.set` adds to every delivery.
+const SET_AUTH: &str = "CANARY-set-authorization-3c5d";
+const SET_KEY: &str = "CANARY-set-api-key-8e8f";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn canaries_appear_nowhere() {
@@ -34,7 +37,7 @@ routes:
   - name: gh
     path: /gh
     verify: {{ github: {{ secret: "{GH}" }} }}
-    targets: [{{ name: t, url: "{u}", sign: {{ secret: "{sign}" }} }}]
+    targets: [{{ name: t, url: "{u}", sign: {{ secret: "{sign}" }}, headers: {{ set: {{ Authorization: "Bearer {SET_AUTH}", X-Api-Key: "{SET_KEY}" }} }} }}]
   - name: tok
     path: /tok
     mode: sync
@@ -70,6 +73,8 @@ routes:
             sign.clone(),
             String::from_utf8_lossy(SIGN_RAW).into(),
             sig.clone(),
+            SET_AUTH.into(),
+            SET_KEY.into(),
         ];
         // Traffic: good and bad signatures, good and bad tokens.
         let ok = plain(
@@ -160,6 +165,28 @@ routes:
         )
         .await;
         answers.push_str(&String::from_utf8_lossy(&reload.body));
+        // `check` and `check --sample` on the same file print headers, never credentials.
+        let sample = dir.path().join("sample.json");
+        std::fs::write(&sample, body).unwrap();
+        for extra in [
+            &[][..],
+            &["--sample", sample.to_str().unwrap(), "--route", "gh"][..],
+        ] {
+            let out = Command::new(env!("CARGO_BIN_EXE_hookgate"))
+                .args(["check", "-c"])
+                .arg(&cfg)
+                .args(extra)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            answers.push_str(&String::from_utf8_lossy(&out.stdout));
+            answers.push_str(&String::from_utf8_lossy(&out.stderr));
+        }
+        assert!(answers.contains("authorization: [redacted]"), "{answers}");
 
         Command::new("kill")
             .args(["-TERM", &child.id().to_string()])

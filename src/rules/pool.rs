@@ -6,10 +6,11 @@
 //! recovers by itself.
 //!
 //! Jobs wait in one queue. Each worker has a driver task that takes the jobs queued up (a
-//! few, up to a size), writes them to its worker in one go and reads the answers one by
-//! one; the deadline counts from when a job's run can start (after the previous answer), so
-//! time spent waiting behind another job is not charged to it. Jobs sent to a worker that
-//! is killed, after the one that caused it, go back to the front of the queue.
+//! few, up to a size), writes them to its worker in one go and reads the answers, which the
+//! worker sends back together; the deadline restarts at each answer, so time spent waiting
+//! behind another job is not charged to a job. When a worker is killed or dies with several
+//! jobs unanswered, they go back to the front of the queue as suspects and run one by one:
+//! the one at fault then fails alone, with its reason, and the others are answered.
 
 pub use super::eval::body_value;
 pub use super::job::{Input, Plan, Plans, RunError, Verdict};
@@ -51,7 +52,7 @@ const QUEUE: usize = 1024;
 pub const QUEUE_WAIT: Duration = Duration::from_secs(2);
 /// A driver sends at most this many jobs, or this many body bytes, in one write (the
 /// answers must fit the socket's buffer while it is still writing).
-const BATCH: usize = 16;
+const BATCH: usize = 32;
 const BATCH_BYTES: usize = 64 << 10;
 /// Sets of plans a worker remembers before both sides start over.
 const KNOWN: usize = 512;
@@ -79,6 +80,9 @@ struct Job {
     plans: Plans,
     queued: Instant,
     reply: tokio::sync::oneshot::Sender<Vec<Verdict>>,
+    /// Was in a batch whose worker was killed or died before answering it: it runs alone
+    /// next, so that a failure can be pinned on the job that caused it.
+    suspect: bool,
 }
 
 impl Job {
@@ -139,10 +143,11 @@ impl Shared {
                 let mut q = self.lock();
                 if let Some(first) = q.jobs.pop_front() {
                     let mut bytes = first.input.body.len();
+                    let alone = first.suspect;
                     let mut batch = vec![first];
-                    while let Some(next) = q.jobs.front() {
+                    while let Some(next) = q.jobs.front().filter(|_| !alone) {
                         bytes += next.input.body.len();
-                        if batch.len() >= BATCH || bytes > BATCH_BYTES {
+                        if next.suspect || batch.len() >= BATCH || bytes > BATCH_BYTES {
                             break;
                         }
                         batch.extend(q.jobs.pop_front());
@@ -213,6 +218,7 @@ impl JqPool {
             plans: plans.clone(),
             queued: Instant::now(),
             reply: tx,
+            suspect: false,
         };
         if !self.shared.0.push(job) {
             return Verdict::all_failed(&plans.list, &RunError::Busy(Duration::ZERO));
@@ -276,11 +282,30 @@ fn drop_stale(batch: Vec<Job>) -> Vec<Job> {
         .collect()
 }
 
+/// After a worker failed with `jobs` unanswered: a job alone is the one at fault and is
+/// answered with `e`; several go back to run one by one, as suspects.
+fn blame(mut jobs: VecDeque<Job>, e: &RunError) -> Vec<Job> {
+    if jobs.len() == 1 {
+        if let Some(job) = jobs.pop_front() {
+            job.fail(e);
+        }
+        return Vec::new();
+    }
+    jobs.into_iter()
+        .map(|mut j| {
+            j.suspect = true;
+            j
+        })
+        .collect()
+}
+
 /// A running `hookgate jq-worker` and the sets of plans it knows (held, so that the
 /// address that names each set stays unique while the worker knows it).
 struct Worker {
     child: tokio::process::Child,
-    io: tokio::net::UnixStream,
+    /// Answers, read through a buffer: a batch's answers usually arrive in one piece.
+    answers: tokio::io::BufReader<tokio::net::unix::OwnedReadHalf>,
+    requests: tokio::net::unix::OwnedWriteHalf,
     known: HashMap<u64, Plans>,
     out: Vec<u8>,
     frame: Vec<u8>,
@@ -301,9 +326,11 @@ impl Worker {
             .kill_on_drop(true)
             .spawn()?;
         ours.set_nonblocking(true)?;
+        let (answers, requests) = tokio::net::UnixStream::from_std(ours)?.into_split();
         Ok(Worker {
             child,
-            io: tokio::net::UnixStream::from_std(ours)?,
+            answers: tokio::io::BufReader::with_capacity(64 << 10, answers),
+            requests,
             known: HashMap::new(),
             out: Vec::new(),
             frame: Vec::new(),
@@ -311,7 +338,8 @@ impl Worker {
     }
 
     /// Sends `batch` and answers each job in turn. On a deadline passed or a worker that
-    /// died, the job at fault is answered with why, and the jobs after it are handed back.
+    /// died, the jobs still unanswered are handed back; when that is one job alone, it was
+    /// at fault and is answered with why, otherwise all of them run again one by one.
     async fn run_batch(&mut self, batch: Vec<Job>, limits: Limits) -> Result<(), Vec<Job>> {
         self.out.clear();
         for job in &batch {
@@ -328,15 +356,12 @@ impl Worker {
             };
             wire::put_request(&mut self.out, key, defs, limits.max_output, &job.input);
         }
-        let mut jobs = batch.into_iter();
-        if self.io.write_all(&self.out).await.is_err() {
+        let mut jobs: VecDeque<Job> = batch.into();
+        if self.requests.write_all(&self.out).await.is_err() {
             let e = self.ended(limits).await;
-            if let Some(j) = jobs.next() {
-                j.fail(&e);
-            }
-            return Err(jobs.collect());
+            return Err(blame(jobs, &e));
         }
-        while let Some(job) = jobs.next() {
+        while let Some(job) = jobs.pop_front() {
             match tokio::time::timeout(limits.deadline, self.read_frame()).await {
                 Ok(Ok(())) => match wire::verdicts(&self.frame) {
                     Ok(v) if v.len() == job.plans.count() => {
@@ -344,19 +369,20 @@ impl Worker {
                     }
                     _ => {
                         job.fail(&RunError::Worker("answered out of turn".into()));
-                        return Err(jobs.collect());
+                        let _ = self.child.start_kill();
+                        return Err(jobs.into());
                     }
                 },
                 Ok(Err(_)) => {
+                    jobs.push_front(job);
                     let e = self.ended(limits).await;
-                    job.fail(&e);
-                    return Err(jobs.collect());
+                    return Err(blame(jobs, &e));
                 }
                 Err(_) => {
                     let _ = self.child.start_kill();
                     tracing::warn!(route = %job.input.route, deadline_ms = limits.deadline.as_millis() as u64, "jq run passed its deadline: its worker was killed and is replaced");
-                    job.fail(&RunError::Timeout(limits.deadline));
-                    return Err(jobs.collect());
+                    jobs.push_front(job);
+                    return Err(blame(jobs, &RunError::Timeout(limits.deadline)));
                 }
             }
         }
@@ -365,9 +391,9 @@ impl Worker {
 
     async fn read_frame(&mut self) -> std::io::Result<()> {
         let mut prefix = [0; 4];
-        self.io.read_exact(&mut prefix).await?;
+        self.answers.read_exact(&mut prefix).await?;
         self.frame.resize(wire::frame_len(prefix), 0);
-        self.io.read_exact(&mut self.frame).await?;
+        self.answers.read_exact(&mut self.frame).await?;
         Ok(())
     }
 

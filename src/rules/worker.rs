@@ -8,9 +8,10 @@ use super::eval::{self, Prepared};
 use super::job::{Plans, RunError, Verdict};
 use super::wire;
 use std::collections::HashMap;
-use std::io::{self, Read, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
 
 /// Serves requests until the gateway closes the socket.
 pub fn serve(memory: usize) -> io::Result<()> {
@@ -27,18 +28,33 @@ pub fn serve(memory: usize) -> io::Result<()> {
         .unwrap_or_else(|_| Err(io::Error::other("jq worker thread panicked")))
 }
 
-fn answer_all(mut socket: UnixStream) -> io::Result<()> {
+/// How long answers may wait for the ones after them before they are sent: a batch of
+/// requests then costs one write back, not one per request.
+const HOLD: Duration = Duration::from_millis(5);
+
+fn answer_all(socket: UnixStream) -> io::Result<()> {
     let mut known: HashMap<u64, Prepared> = HashMap::new();
-    let (mut frame, mut out) = (Vec::new(), Vec::new());
+    let (mut frame, mut held) = (Vec::new(), Vec::new());
+    let mut held_since = Instant::now();
+    // A batch of requests arrives in one read; its answers leave in one write, once no more
+    // requests are waiting (or the first has waited `HOLD`). If a run never ends, the answers
+    // held before it are lost with the worker: the pool then runs those events again, one
+    // by one, to find which was at fault.
+    let mut input = BufReader::with_capacity(256 << 10, socket.try_clone()?);
+    let mut output = socket;
     loop {
+        if !held.is_empty() && (input.buffer().is_empty() || held_since.elapsed() >= HOLD) {
+            output.write_all(&held)?;
+            held.clear();
+        }
         let mut prefix = [0; 4];
-        match socket.read_exact(&mut prefix) {
+        match input.read_exact(&mut prefix) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
             Err(e) => return Err(e),
         }
         frame.resize(wire::frame_len(prefix), 0);
-        socket.read_exact(&mut frame)?;
+        input.read_exact(&mut frame)?;
         let req = wire::request(&frame).map_err(io::Error::other)?;
         if req.reset {
             known.clear();
@@ -52,9 +68,10 @@ fn answer_all(mut socket: UnixStream) -> io::Result<()> {
             // something went wrong, and it fails that event's runs.
             None => Vec::new(),
         };
-        out.clear();
-        wire::put_verdicts(&mut out, &verdicts);
-        socket.write_all(&out)?;
+        if held.is_empty() {
+            held_since = Instant::now();
+        }
+        wire::put_verdicts(&mut held, &verdicts);
     }
 }
 

@@ -1,0 +1,1 @@
+.ref == "refs/heads/main" and $headers["x-github-event"] == "push"

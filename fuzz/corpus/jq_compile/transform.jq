@@ -1,0 +1,1 @@
+{repo: .repository.full_name, sha: .after, n: [.commits[] | .id] | length}
