@@ -6,8 +6,11 @@
 use crate::config::{Provider, ProviderSpec, Secret};
 use crate::verify::providers::ProviderVerifier;
 
+/// A target: arbitrary bytes in, a panic on a finding.
+pub type Target = fn(&[u8]);
+
 /// Every target by name.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("config", config),
     ("provider_headers", provider_headers),
     ("interpolation", interpolation),
@@ -25,7 +28,7 @@ pub fn interpolation(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let env = |name: &str| (name.len() % 2 == 0).then(|| format!("<{name}>"));
+    let env = |name: &str| name.len().is_multiple_of(2).then(|| format!("<{name}>"));
     if let Ok(out) = crate::config::interp::interpolate(text, &env) {
         // Without `$`, the text is left exactly as it was.
         assert!(text.contains('$') || out == text, "{text:?} became {out:?}");

@@ -263,9 +263,8 @@ async fn ambiguous_framing_is_refused() {
         ),
         (
             "bare CR",
-            format!(
-                "POST /hooks/github HTTP/1.1\r\nHost: a\rX-A: b\r\nContent-Length: 2\r\n\r\n{{}}"
-            ),
+            "POST /hooks/github HTTP/1.1\r\nHost: a\rX-A: b\r\nContent-Length: 2\r\n\r\n{}"
+                .to_string(),
             "400",
         ),
         (
