@@ -130,23 +130,14 @@ impl Verifier {
     /// order, so the request fails whatever the order. (Several signatures inside one
     /// header, where a scheme allows it, are the scheme's business.)
     fn refuse_repeated_signatures(&self, headers: &http::HeaderMap) -> Result<(), Rejection> {
-        let repeated = |name: &str| headers.get_all(name).iter().nth(1).is_some();
+        let repeated = |name: &http::HeaderName| headers.get_all(name).iter().nth(1).is_some();
         let found = match self {
-            Verifier::Provider(v) => v
-                .spec
-                .provider
-                .signature_headers()
-                .iter()
-                .find(|n| repeated(n))
-                .map(|n| n.to_string()),
-            Verifier::Hmac(v) => {
-                let name = v.header_name();
-                repeated(name.as_str()).then(|| name.to_string())
-            }
+            Verifier::Provider(v) => v.signature_names().iter().find(|n| repeated(n)),
+            Verifier::Hmac(v) => Some(v.header_name()).filter(|n| repeated(n)),
             Verifier::None => None,
         };
         match found {
-            Some(name) => Err(Rejection::repeated_header(&name)),
+            Some(name) => Err(Rejection::repeated_header(name.as_str())),
             None => Ok(()),
         }
     }

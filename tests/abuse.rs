@@ -118,10 +118,7 @@ async fn closed_within(mut s: TcpStream, limit: Duration) -> Duration {
 }
 
 async fn ready(gw: &TestGateway) -> u16 {
-    let req = http::Request::get("/readyz")
-        .body(Default::default())
-        .unwrap();
-    plain(gw.admin, req).await.status.as_u16()
+    admin_probe(gw.admin, "/readyz").await.0.as_u16()
 }
 
 /// Connections that send nothing are closed after the header timeout, idle keep-alive
@@ -201,14 +198,7 @@ async fn silent_and_idle_connections_are_bounded() {
     );
     drop(send);
 
-    let m = plain(
-        gw.admin,
-        http::Request::get("/metrics")
-            .body(Default::default())
-            .unwrap(),
-    )
-    .await;
-    let m = metrics_text(&m.body);
+    let m = admin_metrics(gw.admin).await;
     for reason in ["per_ip", "first_request", "idle"] {
         assert!(
             m.contains(&format!(
@@ -449,14 +439,7 @@ routes:
     }
     assert!(refused >= 5, "the disk never filled");
     assert!(!acknowledged.is_empty());
-    let health = plain(
-        gw.admin,
-        http::Request::get("/healthz")
-            .body(Default::default())
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(health.status, 200);
+    assert_eq!(admin_probe(gw.admin, "/healthz").await.0, 200);
     // Every acknowledged event arrives (at least once: a completion that cannot be written
     // on a full disk is sent again).
     let deadline = std::time::Instant::now() + Duration::from_secs(30);

@@ -299,14 +299,7 @@ async fn hostile_filters_end_in_dead_letters_and_spare_other_routes() {
     assert_eq!(a.status, 202);
     rx.wait_for(11, 10).await;
     // Dead-letter metrics count the rule failures by reason.
-    let m = plain(
-        gw.admin,
-        http::Request::get("/metrics")
-            .body(Default::default())
-            .unwrap(),
-    )
-    .await;
-    let m = metrics_text(&m.body);
+    let m = admin_metrics(gw.admin).await;
     assert!(
         m.contains(r#"route="evil",target="t",kind="filter",result="timeout""#),
         "{m}"

@@ -6,10 +6,9 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
-use tokio::time::Instant;
 
 /// Open connections per client address, up to a limit.
 pub struct PerIp {
@@ -62,55 +61,60 @@ impl Drop for IpSlot {
     }
 }
 
-/// Requests in flight on one connection, and when the connection last became idle.
+/// Requests on one connection: how many are in flight, and a count of every start and end.
+/// Counting costs a request two atomic adds and no clock read; the watchdog reads the
+/// counts now and then.
 pub struct Activity {
     in_flight: AtomicUsize,
-    /// When the last request ended (or the connection opened), and whether any has.
-    last: Mutex<(Instant, bool)>,
+    events: AtomicU64,
 }
 
-/// A request in flight; its drop marks the connection idle from now when it was the last.
+/// A request in flight; dropped when its answer is ready.
 pub struct InFlight(Arc<Activity>);
 
 impl Activity {
     pub fn new() -> Arc<Self> {
         Arc::new(Activity {
             in_flight: AtomicUsize::new(0),
-            last: Mutex::new((Instant::now(), false)),
+            events: AtomicU64::new(0),
         })
     }
 
     pub fn begin(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.events.fetch_add(1, Ordering::AcqRel);
         InFlight(self.clone())
     }
 
-    /// Resolves once the connection has had no request in flight for `first` (before its
-    /// first request) or `idle` (after one), with which of the two it was.
+    /// Resolves when the connection should close, with why: no request started within
+    /// `first`, or none in flight and none started or ended for `idle` (checked every half
+    /// `idle`, so it closes between `idle` and one and a half times `idle` after the last).
     pub async fn idle(&self, first: Duration, idle: Duration) -> &'static str {
+        tokio::time::sleep(first).await;
+        if self.events.load(Ordering::Acquire) == 0 {
+            return "first_request";
+        }
+        let step = (idle / 2).max(Duration::from_millis(1));
+        let (mut seen, mut quiet) = (u64::MAX, 0);
         loop {
-            let (since, served) = *self.last.lock().unwrap_or_else(PoisonError::into_inner);
-            let (limit, reason) = if served {
-                (idle, "idle")
+            let now = self.events.load(Ordering::Acquire);
+            if now == seen && self.in_flight.load(Ordering::Acquire) == 0 {
+                quiet += 1;
+                if quiet >= 2 {
+                    return "idle";
+                }
             } else {
-                (first, "first_request")
-            };
-            let due = since + limit;
-            if self.in_flight.load(Ordering::Acquire) == 0 && Instant::now() >= due {
-                return reason;
+                (seen, quiet) = (now, 0);
             }
-            // Busy, or not yet due: look again at the earliest moment it could be.
-            tokio::time::sleep_until(due.max(Instant::now() + Duration::from_millis(10))).await;
+            tokio::time::sleep(step).await;
         }
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        let mut last = self.0.last.lock().unwrap_or_else(PoisonError::into_inner);
-        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
-            *last = (Instant::now(), true);
-        }
+        self.0.events.fetch_add(1, Ordering::AcqRel);
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -133,29 +137,25 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn idle_counts_requests_not_time_alone() {
+        let (first, idle) = (Duration::from_secs(5), Duration::from_secs(60));
+        let started = tokio::time::Instant::now();
         let a = Activity::new();
-        let started = Instant::now();
-        assert_eq!(
-            a.idle(Duration::from_secs(5), Duration::from_secs(60))
-                .await,
-            "first_request"
-        );
-        assert_eq!(started.elapsed(), Duration::from_secs(5));
+        assert_eq!(a.idle(first, idle).await, "first_request");
+        assert_eq!(started.elapsed(), first);
+
         // A request in flight for 100 s keeps the connection; idle counts from its end.
+        let a = Activity::new();
         let r = a.begin();
         let waiting = tokio::spawn({
             let a = a.clone();
-            async move {
-                a.idle(Duration::from_secs(5), Duration::from_secs(60))
-                    .await
-            }
+            async move { a.idle(first, idle).await }
         });
         tokio::time::sleep(Duration::from_secs(100)).await;
         assert!(!waiting.is_finished());
-        let ended = Instant::now();
+        let ended = tokio::time::Instant::now();
         drop(r);
         assert_eq!(waiting.await.unwrap(), "idle");
         let waited = ended.elapsed();
-        assert!(waited >= Duration::from_secs(60) && waited < Duration::from_secs(61));
+        assert!(waited >= idle && waited <= idle * 3 / 2, "{waited:?}");
     }
 }

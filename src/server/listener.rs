@@ -196,14 +196,16 @@ async fn serve_conn<I, H>(
             Ok::<_, Infallible>(resp)
         }
     });
-    let connection = watcher.watch(builder.serve_connection(io, svc).into_owned());
+    // The connection runs as its own task, so its traffic never wakes the watchdog here.
+    let mut served = tokio::spawn(watcher.watch(builder.serve_connection(io, svc).into_owned()));
     tokio::select! {
-        r = connection => {
-            if let Err(e) = r {
+        r = &mut served => {
+            if let Ok(Err(e)) = r {
                 tracing::debug!(peer = %conn.peer, error = %e, "connection ended with an error");
             }
         }
         reason = activity.idle(first, idle) => {
+            served.abort();
             metrics::counter!(m::CONNECTIONS_CLOSED, "reason" => reason).increment(1);
             tracing::debug!(peer = %conn.peer, reason, "connection closed: no request in time");
         }

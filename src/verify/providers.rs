@@ -18,6 +18,8 @@ pub struct ProviderVerifier {
     pub spec: ProviderSpec,
     /// Secret bytes as each provider uses them (Standard Webhooks: base64-decoded `whsec_`).
     keys: Vec<Vec<u8>>,
+    /// The headers that carry the provider's signature, parsed once.
+    signature_names: Vec<http::HeaderName>,
 }
 
 fn header<'a>(parts: &'a Parts, name: &str) -> Result<&'a str, Rejection> {
@@ -57,7 +59,18 @@ impl ProviderVerifier {
         ProviderVerifier {
             spec: spec.clone(),
             keys,
+            signature_names: spec
+                .provider
+                .signature_headers()
+                .iter()
+                .map(|n| http::HeaderName::from_static(n))
+                .collect(),
         }
+    }
+
+    /// The headers that carry the provider's signature.
+    pub fn signature_names(&self) -> &[http::HeaderName] {
+        &self.signature_names
     }
 
     /// Index of the first secret whose HMAC of `signed` equals any candidate.

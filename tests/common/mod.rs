@@ -343,6 +343,21 @@ pub fn init_logs() {
         .try_init();
 }
 
+/// An admin endpoint that needs no token (`/metrics`, `/healthz`, `/readyz`): status and body.
+pub async fn admin_probe(admin: SocketAddr, path: &str) -> (StatusCode, String) {
+    let req = Request::get(path).body(Full::new(Bytes::new())).unwrap();
+    let a = plain(admin, req).await;
+    (a.status, String::from_utf8_lossy(&a.body).into_owned())
+}
+
+/// The gateway's metrics, as [`metrics_text`] gives them.
+pub async fn admin_metrics(admin: SocketAddr) -> String {
+    let req = Request::get("/metrics")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    metrics_text(&plain(admin, req).await.body)
+}
+
 /// Prometheus text without the per-process `replica` label, for exact label assertions.
 pub fn metrics_text(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
