@@ -130,8 +130,12 @@ impl Gateway {
             })?;
 
         let connections = Arc::new(Semaphore::new(server.max_connections.max(1)));
-        let per_ip = (server.max_connections_per_ip > 0)
-            .then(|| crate::server::guard::PerIp::new(server.max_connections_per_ip));
+        let per_ip = (server.max_connections_per_ip > 0).then(|| {
+            crate::server::guard::PerIp::new(
+                server.max_connections_per_ip,
+                server.trusted_proxies.clone(),
+            )
+        });
         let mut public_addrs = Vec::new();
         for l in listeners {
             public_addrs.push(l.local_addr().map_err(|source| StartError::Bind {

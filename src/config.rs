@@ -193,7 +193,8 @@ fn key_path(path: &serde_ignored::Path) -> Vec<String> {
                 parent
             }
             Path::Map { parent, key } => {
-                if key != "value" {
+                // The ignored key itself is always kept, whatever its name.
+                if key != "value" || out.is_empty() {
                     out.push(key.clone());
                 }
                 parent

@@ -24,10 +24,18 @@ pub enum UpstreamError {
     BadResponse(String),
     #[error("cannot build the request to the target: {0}")]
     Request(String),
+    /// The target's transform failed inside the gateway; retried only when the failure
+    /// was passing (a busy pool, a worker that died beside another's run).
+    #[error("{0}")]
+    Rule(crate::rules::transform::RuleFailure),
 }
 
 impl UpstreamError {
     pub fn retryable(&self) -> bool {
-        !matches!(self, UpstreamError::Request(_))
+        match self {
+            UpstreamError::Request(_) => false,
+            UpstreamError::Rule(f) => f.transient,
+            _ => true,
+        }
     }
 }

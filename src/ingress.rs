@@ -516,7 +516,7 @@ fn rule_failed(route: &RouteRuntime, reason: String) -> IngressError {
 
 async fn forward_sync(
     route: &RouteRuntime,
-    transformed: Option<Result<bytes::Bytes, String>>,
+    transformed: Option<Result<bytes::Bytes, crate::rules::transform::RuleFailure>>,
     verified: crate::verify::Verified,
     fwd: Forwarded,
 ) -> Result<HttpResponse, IngressError> {
@@ -541,7 +541,7 @@ async fn forward_sync(
             );
             b
         }
-        Some(Err(e)) => return Err(rule_failed(route, e)),
+        Some(Err(e)) => return Err(rule_failed(route, e.reason)),
     };
     // A sync request is not stored; templates still get a unique id per request, made only
     // when one asks for it (a random id costs a system call).

@@ -109,6 +109,9 @@ enum Command {
         /// Heap budget in bytes.
         #[arg(long)]
         memory: usize,
+        /// The gateway's process id: the worker exits when its parent is another.
+        #[arg(long)]
+        parent: u32,
     },
     /// Reload the running gateway's config now.
     Reload {
@@ -230,10 +233,12 @@ fn main() -> ExitCode {
             url,
         } => sign(&provider, &secret, body, url),
         Command::Migrate { config } => migrate(&config),
-        Command::JqWorker { memory } => match hookgate::rules::worker::serve(memory) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(_) => ExitCode::from(1),
-        },
+        Command::JqWorker { memory, parent } => {
+            match hookgate::rules::worker::serve(memory, parent) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(_) => ExitCode::from(1),
+            }
+        }
         other => operate(other),
     }
 }

@@ -253,7 +253,10 @@ impl TargetWorker {
     }
 
     /// The body for this target: the original bytes, or the transform's single JSON output.
-    async fn body(&self, c: &Claimed) -> Result<Option<bytes::Bytes>, String> {
+    async fn body(
+        &self,
+        c: &Claimed,
+    ) -> Result<Option<bytes::Bytes>, crate::rules::transform::RuleFailure> {
         if self.transform.runs_nothing() {
             return Ok(None);
         }
@@ -269,7 +272,10 @@ impl TargetWorker {
         let d = crate::rules::transform::decide(&self.jq, input, &self.transform, counters).await;
         match d.into_iter().next().and_then(|d| d.body) {
             Some(r) => r.map(Some),
-            None => Err("transform gave no answer".into()),
+            None => Err(crate::rules::transform::RuleFailure {
+                reason: "transform gave no answer".into(),
+                transient: true,
+            }),
         }
     }
 
@@ -386,7 +392,7 @@ impl TargetWorker {
         let result = match self.body(c).await {
             // A transform that fails is the rule's fault, not the target's: the delivery is
             // dead with the reason, and a replay after fixing the rule delivers it.
-            Err(e) => Err(UpstreamError::Request(e)),
+            Err(e) => Err(UpstreamError::Rule(e)),
             Ok(body) => match self.request(c, attempt_no, body) {
                 Ok(req) => proxy::send(&self.client, req, self.target.timeout).await,
                 Err(e) => Err(e),

@@ -24,6 +24,8 @@ pub enum RunError {
     Outputs(usize),
     #[error("could not run: the jq pool stayed busy for {} ms", .0.as_millis())]
     Busy(Duration),
+    #[error("could not run: {0} events were already waiting for the jq pool")]
+    QueueFull(usize),
 }
 
 /// What a program sees, in a form that can cross to a jq worker: the raw body and the

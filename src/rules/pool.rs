@@ -212,6 +212,10 @@ impl JqPool {
     /// Runs every plan of `plans` on one event. Always answers, one verdict per plan: a
     /// failure of the pool (busy, a worker that died) is a failed verdict with its reason.
     pub async fn run(&self, input: Input, plans: &Plans) -> Vec<Verdict> {
+        // Frame lengths are 32-bit: a body that large is refused, not garbled.
+        if input.body.len() > (u32::MAX >> 1) as usize {
+            return Verdict::all_failed(&plans.list, &RunError::TooLarge(input.body.len()));
+        }
         let (tx, rx) = tokio::sync::oneshot::channel();
         let job = Job {
             input,
@@ -221,7 +225,7 @@ impl JqPool {
             suspect: false,
         };
         if !self.shared.0.push(job) {
-            return Verdict::all_failed(&plans.list, &RunError::Busy(Duration::ZERO));
+            return Verdict::all_failed(&plans.list, &RunError::QueueFull(QUEUE));
         }
         // A driver answers within the queue wait and a deadline; the margin covers writing
         // a large body to the worker.
@@ -291,9 +295,11 @@ fn blame(mut jobs: VecDeque<Job>, e: &RunError) -> Vec<Job> {
         }
         return Vec::new();
     }
+    // Their time in the queue starts again: waiting behind another's fault is not theirs.
     jobs.into_iter()
         .map(|mut j| {
             j.suspect = true;
+            j.queued = Instant::now();
             j
         })
         .collect()
@@ -318,6 +324,8 @@ impl Worker {
             .arg("jq-worker")
             .arg("--memory")
             .arg(shared.limits.memory.to_string())
+            .arg("--parent")
+            .arg(std::process::id().to_string())
             .stdin(std::process::Stdio::from(std::os::fd::OwnedFd::from(
                 theirs,
             )))
@@ -337,9 +345,12 @@ impl Worker {
         })
     }
 
-    /// Sends `batch` and answers each job in turn. On a deadline passed or a worker that
-    /// died, the jobs still unanswered are handed back; when that is one job alone, it was
-    /// at fault and is answered with why, otherwise all of them run again one by one.
+    /// Sends `batch` and answers each job in turn. The batch is written while answers are
+    /// read, so neither side can wait on the other, and a write that cannot finish (a
+    /// worker stuck before reading it all) counts against the deadline like a run. On a
+    /// deadline passed or a worker that died, the jobs still unanswered are handed back;
+    /// when that is one job alone, it was at fault and is answered with why, otherwise all
+    /// of them run again one by one.
     async fn run_batch(&mut self, batch: Vec<Job>, limits: Limits) -> Result<(), Vec<Job>> {
         self.out.clear();
         for job in &batch {
@@ -357,59 +368,84 @@ impl Worker {
             wire::put_request(&mut self.out, key, defs, limits.max_output, &job.input);
         }
         let mut jobs: VecDeque<Job> = batch.into();
-        if self.requests.write_all(&self.out).await.is_err() {
-            let e = self.ended(limits).await;
-            return Err(blame(jobs, &e));
-        }
+        let Worker {
+            child,
+            answers,
+            requests,
+            out,
+            frame,
+            ..
+        } = self;
+        let mut write = std::pin::pin!(requests.write_all(out));
+        let mut written = false;
         while let Some(job) = jobs.pop_front() {
-            match tokio::time::timeout(limits.deadline, self.read_frame()).await {
-                Ok(Ok(())) => match wire::verdicts(&self.frame) {
+            let answered = {
+                let deadline = tokio::time::sleep(limits.deadline);
+                tokio::pin!(deadline);
+                let read = read_frame(answers, frame);
+                tokio::pin!(read);
+                loop {
+                    tokio::select! {
+                        w = &mut write, if !written => match w {
+                            Ok(()) => written = true,
+                            Err(_) => break Err(None),
+                        },
+                        r = &mut read => break r.map_err(|_| None),
+                        _ = &mut deadline => break Err(Some(RunError::Timeout(limits.deadline))),
+                    }
+                }
+            };
+            match answered {
+                Ok(()) => match wire::verdicts(frame) {
                     Ok(v) if v.len() == job.plans.count() => {
                         let _ = job.reply.send(v);
                     }
                     _ => {
                         job.fail(&RunError::Worker("answered out of turn".into()));
-                        let _ = self.child.start_kill();
+                        let _ = child.start_kill();
                         return Err(jobs.into());
                     }
                 },
-                Ok(Err(_)) => {
-                    jobs.push_front(job);
-                    let e = self.ended(limits).await;
-                    return Err(blame(jobs, &e));
-                }
-                Err(_) => {
-                    let _ = self.child.start_kill();
+                Err(Some(timeout)) => {
+                    let _ = child.start_kill();
                     tracing::warn!(route = %job.input.route, deadline_ms = limits.deadline.as_millis() as u64, "jq run passed its deadline: its worker was killed and is replaced");
                     jobs.push_front(job);
-                    return Err(blame(jobs, &RunError::Timeout(limits.deadline)));
+                    return Err(blame(jobs, &timeout));
+                }
+                Err(None) => {
+                    jobs.push_front(job);
+                    let e = ended(child, limits).await;
+                    return Err(blame(jobs, &e));
                 }
             }
         }
         Ok(())
     }
+}
 
-    async fn read_frame(&mut self) -> std::io::Result<()> {
-        let mut prefix = [0; 4];
-        self.answers.read_exact(&mut prefix).await?;
-        self.frame.resize(wire::frame_len(prefix), 0);
-        self.answers.read_exact(&mut self.frame).await?;
-        Ok(())
-    }
+async fn read_frame(
+    answers: &mut tokio::io::BufReader<tokio::net::unix::OwnedReadHalf>,
+    frame: &mut Vec<u8>,
+) -> std::io::Result<()> {
+    let mut prefix = [0; 4];
+    answers.read_exact(&mut prefix).await?;
+    frame.resize(wire::frame_len(prefix), 0);
+    answers.read_exact(frame).await?;
+    Ok(())
+}
 
-    /// Why the worker stopped answering, from its exit status.
-    async fn ended(&mut self, limits: Limits) -> RunError {
-        let status = tokio::time::timeout(Duration::from_secs(1), self.child.wait()).await;
-        let e = match status {
-            Ok(Ok(status)) => super::worker::exit_reason(status, limits.memory),
-            _ => {
-                let _ = self.child.start_kill();
-                RunError::Worker("stopped answering".into())
-            }
-        };
-        tracing::warn!(error = %e, "a jq worker ended: it is replaced");
-        e
-    }
+/// Why a worker stopped answering, from its exit status.
+async fn ended(child: &mut tokio::process::Child, limits: Limits) -> RunError {
+    let status = tokio::time::timeout(Duration::from_secs(1), child.wait()).await;
+    let e = match status {
+        Ok(Ok(status)) => super::worker::exit_reason(status, limits.memory),
+        _ => {
+            let _ = child.start_kill();
+            RunError::Worker("stopped answering".into())
+        }
+    };
+    tracing::warn!(error = %e, "a jq worker ended: it is replaced");
+    e
 }
 
 #[cfg(test)]

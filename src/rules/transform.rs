@@ -10,7 +10,7 @@ use bytes::Bytes;
 fn label(e: &RunError) -> &'static str {
     match e {
         RunError::Timeout(_) => "timeout",
-        RunError::Busy(_) => "busy",
+        RunError::Busy(_) | RunError::QueueFull(_) => "busy",
         RunError::OverMemory(_) => "memory",
         _ => "error",
     }
@@ -27,7 +27,29 @@ pub struct Decision {
     /// is not filtered: its delivery is dead, and a replay delivers it (the operator decides).
     pub failed: Option<String>,
     /// With a transform, on an admitted event: the new JSON body, or why there is none.
-    pub body: Option<Result<Bytes, String>>,
+    pub body: Option<Result<Bytes, RuleFailure>>,
+}
+
+/// Why a rule gave no answer, worded for a dead letter ("transform timed out after 250 ms").
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct RuleFailure {
+    pub reason: String,
+    /// The pool could not run it (busy, or a worker lost beside another run): trying again
+    /// may succeed. Otherwise the program itself failed, and will again on the same event.
+    pub transient: bool,
+}
+
+impl RuleFailure {
+    fn of(kind: &str, e: &RunError) -> Self {
+        RuleFailure {
+            reason: format!("{kind} {e}"),
+            transient: matches!(
+                e,
+                RunError::Busy(_) | RunError::QueueFull(_) | RunError::Worker(_)
+            ),
+        }
+    }
 }
 
 /// The plan for `t`: its filter when `filter`, its transform when `transform`.
@@ -90,7 +112,7 @@ fn record(c: &m::JqMetrics, v: Verdict) -> Decision {
             Err(e) => label(e),
         };
         c.run("transform", outcome);
-        r.map_err(|e| format!("transform {e}"))
+        r.map_err(|e| RuleFailure::of("transform", &e))
     });
     Decision {
         admitted,

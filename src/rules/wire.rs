@@ -58,9 +58,9 @@ pub fn put_request(
     end(out, start);
 }
 
-/// Reads a request frame's body (without its length).
-pub fn request(body: &[u8]) -> Result<Request, Malformed> {
-    let mut r = Reader(body);
+/// Reads a request frame's body (without its length); the event's body is a view of it.
+pub fn request(frame: &Bytes) -> Result<Request, Malformed> {
+    let mut r = Reader(frame);
     let key = r.u64()?;
     let (plans, reset) = match r.u8()? {
         0 => (None, false),
@@ -78,7 +78,7 @@ pub fn request(body: &[u8]) -> Result<Request, Malformed> {
         _ => return Err(Malformed),
     };
     let max_output = r.u32()?;
-    let body = Bytes::copy_from_slice(r.bytes()?);
+    let body = frame.slice_ref(r.bytes()?);
     let n = r.u32()?;
     let mut headers = Vec::with_capacity(n.min(1024));
     for _ in 0..n {
@@ -197,6 +197,7 @@ fn put_error(out: &mut Vec<u8>, e: &RunError) {
         RunError::TooDeep(n) => (5, *n as u64, ""),
         RunError::Outputs(n) => (6, *n as u64, ""),
         RunError::Busy(d) => (7, d.as_millis() as u64, ""),
+        RunError::QueueFull(n) => (8, *n as u64, ""),
     };
     out.push(kind);
     out.extend_from_slice(&n.to_le_bytes());
@@ -262,6 +263,7 @@ impl<'a> Reader<'a> {
             5 => RunError::TooDeep(size),
             6 => RunError::Outputs(size),
             7 => RunError::Busy(Duration::from_millis(n)),
+            8 => RunError::QueueFull(size),
             _ => return Err(Malformed),
         })
     }
@@ -291,7 +293,7 @@ mod tests {
         put_request(&mut out, 7, Some((&plans, true)), 99, &input);
         let len = frame_len([out[0], out[1], out[2], out[3]]);
         assert_eq!(len, out.len() - 4);
-        let r = request(&out[4..]).unwrap();
+        let r = request(&Bytes::copy_from_slice(&out[4..])).unwrap();
         assert_eq!((r.key, r.reset, r.max_output), (7, true, 99));
         assert_eq!(r.plans.unwrap()[0].filter.as_deref(), Some(".a == 1"));
         assert_eq!(r.input.headers, input.headers);
@@ -309,6 +311,7 @@ mod tests {
             RunError::TooDeep(1000),
             RunError::Outputs(2),
             RunError::Busy(Duration::from_secs(2)),
+            RunError::QueueFull(1024),
         ];
         let mut vs: Vec<Verdict> = errors
             .iter()
@@ -329,6 +332,6 @@ mod tests {
         put_verdicts(&mut out, &vs);
         assert_eq!(verdicts(&out[4..]).unwrap(), vs);
         assert!(verdicts(&out[4..out.len() - 1]).is_err());
-        assert!(request(&[1, 2, 3]).is_err());
+        assert!(request(&Bytes::from_static(&[1, 2, 3])).is_err());
     }
 }

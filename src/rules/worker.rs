@@ -11,11 +11,10 @@ use std::collections::HashMap;
 use std::io::{self, BufReader, Read, Write};
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
-use std::time::{Duration, Instant};
 
-/// Serves requests until the gateway closes the socket.
-pub fn serve(memory: usize) -> io::Result<()> {
-    die_with_parent();
+/// Serves requests until the gateway (process `parent`) closes the socket.
+pub fn serve(memory: usize, parent: u32) -> io::Result<()> {
+    die_with_parent(parent);
     batch_policy();
     let socket = UnixStream::from(io::stdin().as_fd().try_clone_to_owned()?);
     super::budget::limit(memory);
@@ -28,34 +27,28 @@ pub fn serve(memory: usize) -> io::Result<()> {
         .unwrap_or_else(|_| Err(io::Error::other("jq worker thread panicked")))
 }
 
-/// How long answers may wait for the ones after them before they are sent: a batch of
-/// requests then costs one write back, not one per request.
-const HOLD: Duration = Duration::from_millis(5);
-
 fn answer_all(socket: UnixStream) -> io::Result<()> {
     let mut known: HashMap<u64, Prepared> = HashMap::new();
-    let (mut frame, mut held) = (Vec::new(), Vec::new());
-    let mut held_since = Instant::now();
-    // A batch of requests arrives in one read; its answers leave in one write, once no more
-    // requests are waiting (or the first has waited `HOLD`). If a run never ends, the answers
-    // held before it are lost with the worker: the pool then runs those events again, one
-    // by one, to find which was at fault.
+    // A batch of requests arrives in one read. Answers leave through a writer thread, which
+    // sends whatever has piled up in one write: this thread never waits on the gateway (so
+    // it always reads the rest of a batch), and an answer is sent as soon as the writer
+    // gets the CPU, not held back until the run after it ends.
     let mut input = BufReader::with_capacity(256 << 10, socket.try_clone()?);
-    let mut output = socket;
+    let (answers, outbox) = std::sync::mpsc::channel::<Vec<u8>>();
+    let writer = std::thread::Builder::new()
+        .name("hookgate-jq-out".into())
+        .spawn(move || write_answers(socket, outbox))?;
     loop {
-        if !held.is_empty() && (input.buffer().is_empty() || held_since.elapsed() >= HOLD) {
-            output.write_all(&held)?;
-            held.clear();
-        }
         let mut prefix = [0; 4];
         match input.read_exact(&mut prefix) {
             Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break,
             Err(e) => return Err(e),
         }
-        frame.resize(wire::frame_len(prefix), 0);
+        // A frame of its own, so that the event's body is a view of it, not a copy.
+        let mut frame = vec![0; wire::frame_len(prefix)];
         input.read_exact(&mut frame)?;
-        let req = wire::request(&frame).map_err(io::Error::other)?;
+        let req = wire::request(&bytes::Bytes::from(frame)).map_err(io::Error::other)?;
         if req.reset {
             known.clear();
         }
@@ -68,16 +61,37 @@ fn answer_all(socket: UnixStream) -> io::Result<()> {
             // something went wrong, and it fails that event's runs.
             None => Vec::new(),
         };
-        if held.is_empty() {
-            held_since = Instant::now();
+        let mut out = Vec::with_capacity(64);
+        wire::put_verdicts(&mut out, &verdicts);
+        if answers.send(out).is_err() {
+            break;
         }
-        wire::put_verdicts(&mut held, &verdicts);
     }
+    drop(answers);
+    writer
+        .join()
+        .unwrap_or_else(|_| Err(io::Error::other("jq answer writer panicked")))
+}
+
+fn write_answers(
+    mut socket: UnixStream,
+    outbox: std::sync::mpsc::Receiver<Vec<u8>>,
+) -> io::Result<()> {
+    let mut buf = Vec::new();
+    while let Ok(first) = outbox.recv() {
+        buf.extend_from_slice(&first);
+        while let Ok(more) = outbox.try_recv() {
+            buf.extend_from_slice(&more);
+        }
+        socket.write_all(&buf)?;
+        buf.clear();
+    }
+    Ok(())
 }
 
 /// The worker ends with the gateway even in the middle of a run (the gateway may be killed
 /// with SIGKILL, and a stuck program never reads the closed socket).
-fn die_with_parent() {
+fn die_with_parent(parent: u32) {
     #[cfg(target_os = "linux")]
     {
         // SAFETY: PR_SET_PDEATHSIG takes a signal number and changes no memory of ours.
@@ -85,9 +99,10 @@ fn die_with_parent() {
         if rc != 0 {
             tracing::debug!("jq worker cannot ask to die with the gateway");
         }
-        // The gateway may have gone before the request took effect.
+        // The gateway may have gone before the request took effect (compared with its pid,
+        // not with 1: the gateway may itself be pid 1 in a container).
         // SAFETY: getppid has no arguments and cannot fail.
-        if unsafe { libc::getppid() } == 1 {
+        if i64::from(unsafe { libc::getppid() }) != i64::from(parent) {
             std::process::exit(0);
         }
     }

@@ -10,52 +10,52 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-/// Open connections per client address, up to a limit.
+/// Open connections per client address, up to a limit; addresses in `exempt` (trusted
+/// proxies, which carry many clients' connections) are not limited.
 pub struct PerIp {
     limit: usize,
+    exempt: Vec<ipnet::IpNet>,
     open: Mutex<HashMap<IpAddr, usize>>,
 }
 
-/// One connection's place in [`PerIp`], given back when dropped.
-pub struct IpSlot {
-    per_ip: Arc<PerIp>,
-    ip: IpAddr,
-}
+/// One connection's place in [`PerIp`], given back when dropped (`None` for an exempt
+/// address, which is not counted).
+pub struct IpSlot(Option<(Arc<PerIp>, IpAddr)>);
 
 impl PerIp {
-    pub fn new(limit: usize) -> Arc<Self> {
+    pub fn new(limit: usize, exempt: Vec<ipnet::IpNet>) -> Arc<Self> {
         Arc::new(PerIp {
             limit,
+            exempt,
             open: Mutex::new(HashMap::new()),
         })
     }
 
     /// A place for one more connection from `ip`, or `None` when it holds the limit already.
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<IpSlot> {
+        if self.exempt.iter().any(|n| n.contains(&ip)) {
+            return Some(IpSlot(None));
+        }
         let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
         let n = open.entry(ip).or_insert(0);
         if *n >= self.limit {
             return None;
         }
         *n += 1;
-        Some(IpSlot {
-            per_ip: self.clone(),
-            ip,
-        })
+        Some(IpSlot(Some((self.clone(), ip))))
     }
 }
 
 impl Drop for IpSlot {
     fn drop(&mut self) {
-        let mut open = self
-            .per_ip
-            .open
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(n) = open.get_mut(&self.ip) {
+        let Some((per_ip, ip)) = &self.0 else {
+            return;
+        };
+        let mut open = per_ip.open.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = open.get_mut(ip) {
             *n -= 1;
             if *n == 0 {
-                open.remove(&self.ip);
+                open.remove(ip);
             }
         }
     }
@@ -124,7 +124,7 @@ mod tests {
 
     #[test]
     fn one_address_holds_at_most_its_limit() {
-        let p = PerIp::new(2);
+        let p = PerIp::new(2, vec!["10.0.0.0/8".parse().unwrap()]);
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
         let other: IpAddr = "192.0.2.2".parse().unwrap();
         let a = p.admit(ip).unwrap();
@@ -133,6 +133,9 @@ mod tests {
         assert!(p.admit(other).is_some());
         drop(a);
         assert!(p.admit(ip).is_some());
+        let proxy: IpAddr = "10.1.2.3".parse().unwrap();
+        let held: Vec<_> = (0..10).map(|_| p.admit(proxy).unwrap()).collect();
+        assert_eq!(held.len(), 10, "a trusted proxy is not limited");
     }
 
     #[tokio::test(start_paused = true)]
