@@ -2,15 +2,10 @@
 # hookgate mode: async (durable acknowledgement) against the disk's own fsync rate and
 # against hookgate mode: sync, 2 KiB bodies, 64 connections. See benches/README.md.
 set -euo pipefail
-ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-KIT_SRC="${KIT_SRC:-$ROOT/../shared/bench}"
-WORK="${WORK:-/tmp/hookgate-bench}"
 DURATION="${DURATION:-10}"
 PIN="${PIN:-split}"        # split: servers on CPU1, wrk on CPU0; none: everything shares both
-rm -rf "$WORK/kit"; mkdir -p "$WORK"
-cp -r "$KIT_SRC" "$WORK/kit"; chmod -R u+w "$WORK/kit"; rm -rf "$WORK/kit/results"
-cd "$ROOT" && cargo build --release --quiet
-cd "$WORK/kit"
+. "$(dirname "$0")/kit.sh"
+cd "$KIT"
 . ./lib.sh
 trap './stop-all.sh >/dev/null 2>&1 || true; [ -n "${GW:-}" ] && kill "$GW" 2>/dev/null || true' EXIT
 SECRET="${SECRET:-bench-secret-0123456789abcdef}"

@@ -2,12 +2,9 @@
 # Resident memory of a gateway holding a large undelivered backlog (a dead target), measured
 # from /proc after EVENTS durable 202s (default 1,000,000 × 2 KiB). Loopback only.
 set -euo pipefail
-ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-KIT="${KIT:-$ROOT/../shared/bench}"
-WORK="${WORK:-/tmp/hookgate-bench}"
 EVENTS="${EVENTS:-1000000}"
-mkdir -p "$WORK"; rm -rf "$WORK/backlog-data"
-cd "$ROOT" && cargo build --release --quiet
+. "$(dirname "$0")/kit.sh"
+rm -rf "$WORK/backlog-data"
 cat > "$WORK/routes-backlog.yaml" <<YAML
 server: { listen: ["127.0.0.1:8080"] }
 admin: { listen: "127.0.0.1:19900" }

@@ -6,14 +6,9 @@
 #   git worktree add /tmp/old <commit> && (cd /tmp/old && CARGO_TARGET_DIR=/tmp/old-target cargo build --release)
 #   OLD_BIN=/tmp/old-target/release/hookgate benches/compare-builds.sh
 set -euo pipefail
-ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 : "${OLD_BIN:?set OLD_BIN to an earlier build of hookgate}"
-KIT_SRC="${KIT_SRC:-$ROOT/../shared/bench}"
-WORK="${WORK:-/tmp/hookgate-bench}"
-rm -rf "$WORK/kit"; mkdir -p "$WORK"
-cp -r "$KIT_SRC" "$WORK/kit"; chmod -R u+w "$WORK/kit"; rm -rf "$WORK/kit/results"
-cd "$ROOT" && cargo build --release --quiet
-cd "$WORK/kit"
+. "$(dirname "$0")/kit.sh"
+cd "$KIT"
 . ./lib.sh
 trap './stop-all.sh >/dev/null 2>&1 || true; kill ${OLD:-} ${NEW:-} 2>/dev/null || true' EXIT
 SECRET="${SECRET:-bench-secret-0123456789abcdef}"

@@ -4,15 +4,9 @@
 # one-row insert transactions) as the anchor. Loopback only; everything stops on exit.
 #   DATABASE_URL (default postgres://postgres@127.0.0.1:5432/test)  DURATION (10)
 set -euo pipefail
-ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-KIT_SRC="${KIT_SRC:-$ROOT/../shared/bench}"
-WORK="${WORK:-/tmp/hookgate-bench}"
 DB="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"
 DURATION="${DURATION:-10}"
-rm -rf "$WORK/kit"; mkdir -p "$WORK"
-cp -r "$KIT_SRC" "$WORK/kit"; chmod -R u+w "$WORK/kit"; rm -rf "$WORK/kit/results"
-KIT="$WORK/kit"
-cd "$ROOT" && cargo build --release --quiet
+. "$(dirname "$0")/kit.sh"
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT

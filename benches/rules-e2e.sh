@@ -3,13 +3,8 @@
 # interleaved A/B pairs at 64 connections, 2 KiB and 16 KiB GitHub pushes, servers on CPU1;
 # in sync mode (relay) and in async mode (durable 202, delivered by the workers).
 set -euo pipefail
-ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-KIT_SRC="${KIT_SRC:-$ROOT/../shared/bench}"
-WORK="${WORK:-/tmp/hookgate-bench}"
-rm -rf "$WORK/kit"; mkdir -p "$WORK"
-cp -r "$KIT_SRC" "$WORK/kit"; chmod -R u+w "$WORK/kit"; rm -rf "$WORK/kit/results"
-cd "$ROOT" && cargo build --release --quiet
-cd "$WORK/kit"
+. "$(dirname "$0")/kit.sh"
+cd "$KIT"
 . ./lib.sh
 trap './stop-all.sh >/dev/null 2>&1 || true; [ -n "${GW:-}" ] && kill "$GW" 2>/dev/null || true' EXIT
 SECRET="${SECRET:-bench-secret-0123456789abcdef}"

@@ -37,7 +37,7 @@ fn bench(c: &mut Criterion) {
         Arc::from("{repo: .repository.full_name, sha: .after, pusher: .pusher.name}");
     for (size, pad) in [("2k", 2000), ("16k", 16000)] {
         let path = format!(
-            "{}/../shared/bench/payloads/push-{size}.json",
+            "{}/benches/kit/payloads/push-{size}.json",
             env!("CARGO_MANIFEST_DIR")
         );
         let body = std::fs::read(&path).map(Bytes::from).unwrap_or_else(|_| {

@@ -2,16 +2,11 @@
 # hookgate mode: sync (GitHub verification) vs nginx proxy_pass vs the upstream directly.
 # See benches/README.md. Loopback only; every server started here is stopped on exit.
 set -euo pipefail
-ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-KIT_SRC="${KIT_SRC:-$ROOT/../shared/bench}"
-WORK="${WORK:-/tmp/hookgate-bench}"
 export REPS="${REPS:-1}" DURATION="${DURATION:-10}" CONNS="${CONNS:-16 64 256}"
 SECRET="${SECRET:-bench-secret-0123456789abcdef}"
 
-rm -rf "$WORK/kit"; mkdir -p "$WORK"
-cp -r "$KIT_SRC" "$WORK/kit"; chmod -R u+w "$WORK/kit"; rm -rf "$WORK/kit/results"
-KIT="$WORK/kit"
-cd "$ROOT" && cargo build --release --quiet && cargo build --release --quiet --example relay_floor
+. "$(dirname "$0")/kit.sh"
+(cd "$ROOT" && cargo build --release --quiet --example relay_floor)
 cd "$KIT"
 . ./lib.sh
 trap './stop-all.sh >/dev/null 2>&1 || true; kill ${GW:-} ${FLOOR:-} 2>/dev/null || true' EXIT

@@ -1,4 +1,4 @@
-//! The admin listener (SPEC §6): health, readiness and Prometheus metrics; `/api/*` behind a
+//! The admin listener: health, readiness and Prometheus metrics; `/api/*` behind a
 //! bearer token compared in constant time.
 
 pub mod api;

@@ -384,8 +384,8 @@ async fn pipeline(
             let mut transformed = None;
             let d = decide(&ing.jq, route, &route.sync_plans, &verified).await;
             if let Some(d) = d.into_iter().next() {
-                if let Some(reason) = d.failed {
-                    return Err(rule_failed(route, reason));
+                if let Some(f) = d.failed {
+                    return Err(rule_failed(route, f.reason));
                 }
                 if !d.admitted {
                     return Ok(error::json(
@@ -445,7 +445,7 @@ async fn enqueue(
     let decisions = decide(jq, route, &route.ingress_plans, verified).await;
     for (t, d) in route.cfg.targets.iter().zip(decisions) {
         match (d.failed, d.admitted) {
-            (Some(reason), _) => failed.push((t.name.clone(), reason)),
+            (Some(f), _) => failed.push((t.name.clone(), f.reason)),
             (None, true) => targets.push(t.name.clone()),
             (None, false) => filtered.push(t.name.clone()),
         }

@@ -580,7 +580,7 @@ fn run(path: PathBuf) -> ExitCode {
     };
     print_warnings(&path, &loaded.warnings);
     // On one CPU, one thread runs everything: a current-thread runtime spares the
-    // multi-thread scheduler's bookkeeping (README: Benchmark).
+    // multi-thread scheduler's bookkeeping (docs/performance.md).
     let one_cpu = std::thread::available_parallelism().is_ok_and(|n| n.get() == 1);
     let mut builder = if one_cpu {
         tokio::runtime::Builder::new_current_thread()
@@ -616,7 +616,7 @@ fn run(path: PathBuf) -> ExitCode {
     })
 }
 
-/// Returns on SIGTERM or SIGINT; SIGHUP reloads the config (SPEC §5).
+/// Returns on SIGTERM or SIGINT; SIGHUP reloads the config.
 async fn wait_for_signal(reloader: &hookgate::config::reload::Reloader) -> std::io::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;

@@ -1,4 +1,4 @@
-//! Live reconfiguration (SPEC §5) against a running gateway: admin API, file change, SIGHUP;
+//! Live reconfiguration against a running gateway: admin API, file change, SIGHUP;
 //! invalid files change nothing; requests in flight finish under the old config; queued
 //! deliveries of a removed target become dead letters, of a changed target use the new one.
 

@@ -1,4 +1,4 @@
-//! The operator API under `/api/v1` (SPEC §6): events, their attempts and replay, dead
+//! The operator API under `/api/v1`: events, their attempts and replay, dead
 //! letters and their replay, routes with live queue state. JSON in and out; errors as
 //! `{"error": "..."}` with the matching status.
 

@@ -162,7 +162,7 @@ impl VerifySpec {
     }
 }
 
-/// A sender with a dedicated verifier (SPEC §2's table).
+/// A sender with a dedicated verifier (docs/configuration.md: verify).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Provider {
     Github,

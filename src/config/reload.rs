@@ -1,4 +1,4 @@
-//! Live reconfiguration (SPEC §5): SIGHUP, a change of the config file, or
+//! Live reconfiguration: SIGHUP, a change of the config file, or
 //! `POST /api/v1/reload`. The new file is loaded, validated and fully built — verifiers,
 //! clients, limiters — before one atomic swap; requests in flight finish under the config they
 //! started with; listeners are never re-bound. An invalid file changes nothing: the error is

@@ -5,8 +5,8 @@
 //! into a shared map, races a checkout against a lazy connect, and often spawns a task to
 //! put the connection back. Here a request pops the newest idle connection from a `Vec`,
 //! sends, reads the whole answer and pushes the connection back. On the relay benchmark
-//! that is 1.08× the throughput at 2 KiB and 1.03× at 16 KiB (README: "Dependencies beyond
-//! the chosen set"). HTTPS targets, which may speak HTTP/2, keep hyper-util's client.
+//! that is 1.08× the throughput at 2 KiB and 1.03× at 16 KiB (docs/performance.md,
+//! "Dependencies beyond the chosen set"). HTTPS targets, which may speak HTTP/2, keep hyper-util's client.
 //!
 //! Behaviour kept from hyper-util's client: a request goes out in origin form with a `Host`
 //! header made from the target URL; a request that a closing keep-alive connection refused

@@ -390,8 +390,9 @@ impl TargetWorker {
         let started_at = SystemTime::now();
         let start = Instant::now();
         let result = match self.body(c).await {
-            // A transform that fails is the rule's fault, not the target's: the delivery is
-            // dead with the reason, and a replay after fixing the rule delivers it.
+            // A transform that fails is the rule's fault, not the target's: retried only when
+            // the failure was passing, else dead with the reason until the rule is fixed and
+            // the delivery replayed.
             Err(e) => Err(UpstreamError::Rule(e)),
             Ok(body) => match self.request(c, attempt_no, body) {
                 Ok(req) => proxy::send(&self.client, req, self.target.timeout).await,

@@ -1,4 +1,4 @@
-//! The one place where a failure becomes an HTTP answer (SPEC §3). Every stage returns an
+//! The one place where a failure becomes an HTTP answer. Every stage returns an
 //! `IngressError`; nothing else builds error responses.
 
 use crate::deliver::UpstreamError;

@@ -100,10 +100,10 @@ pub async fn run(
                 failed: None,
                 body: None,
             });
-        if let Some(reason) = d.failed {
+        if let Some(f) = d.failed {
             let _ = writeln!(
                 out,
-                "== {}: dead letter: {reason} (the gateway would not deliver it)",
+                "== {}: dead letter: {f} (the gateway would not deliver it)",
                 t.name
             );
             continue;

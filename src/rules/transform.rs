@@ -25,7 +25,7 @@ pub struct Decision {
     /// The filter could not decide (an error, its deadline, its memory budget, a busy pool):
     /// the reason, worded for a dead letter ("filter timed out after 250 ms"). Such an event
     /// is not filtered: its delivery is dead, and a replay delivers it (the operator decides).
-    pub failed: Option<String>,
+    pub failed: Option<RuleFailure>,
     /// With a transform, on an admitted event: the new JSON body, or why there is none.
     pub body: Option<Result<Bytes, RuleFailure>>,
 }
@@ -103,7 +103,7 @@ fn record(c: &m::JqMetrics, v: Verdict) -> Decision {
         Some(Err(e)) => {
             c.run("filter", label(e));
             tracing::warn!(route, target, error = %e, "filter failed: the delivery is dead, replay it once the rule is fixed");
-            Some(format!("filter {e}"))
+            Some(RuleFailure::of("filter", e))
         }
     };
     let body = v.transform.map(|r| {

@@ -1,4 +1,4 @@
-//! The dedicated verifiers of SPEC §2, one function per sender, each on the exact bytes
+//! The dedicated verifiers (docs/configuration.md: verify), one function per sender, each on the exact bytes
 //! received and with constant-time comparisons (`verify_slice`, `subtle`, or the signature
 //! library's own check). Each returns which secret or key matched (for rotation metrics), or
 //! a precise [`Rejection`] for the operator.

@@ -1,5 +1,5 @@
-//! Every provider against its published vector (or the documented algorithm where none is
-//! published: `../shared/fixtures/signature-vectors.md`), and the ways a request goes wrong.
+//! Every provider against its published vector (or, where none is published, the algorithm
+//! its documentation describes), and the ways a request goes wrong.
 
 use super::*;
 use crate::config::Secret;
